@@ -1,0 +1,140 @@
+"""RecordIO input pipelines: the original's file layouts, aug-level presets, and ImageRecordIter factories.
+
+The network receives raw RGB in 0..255 (no mean/std here): ``bn_data`` is the input normaliser, as in the
+original. Always pass the ``.idx`` beside the ``.rec``: with it MXNet 1.9.1 shuffles the whole file (seeded),
+without it only inside each chunk it reads.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from resnetv2.errors import UserError
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """Files and shapes of one data type, as the original named them.
+
+    ``train_rec`` maps an aug level to the training file (ImageNet levels 2-3 read the 480-short-side records
+    for scale augmentation, level 1 the 256 ones). ``pad`` and ``mirror`` are the CIFAR-style augmentation:
+    zero-pad (filled with 127) then random-crop back, and horizontal flips.
+    """
+
+    name: str
+    train_rec: dict[int, str]
+    val_rec: str
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    net_type: str  # which stem the network uses: 'cifar10' (3x3 conv) or 'imagenet' (7x7/2 + max-pool)
+    pad: int = 0
+    mirror: bool = True
+    make_command: str = ""
+
+    def train_path(self, data_dir: str | Path, aug_level: int) -> Path:
+        return Path(data_dir) / self.train_rec[min(max(aug_level, 1), max(self.train_rec))]
+
+    def val_path(self, data_dir: str | Path) -> Path:
+        return Path(data_dir) / self.val_rec
+
+
+LAYOUTS: dict[str, DatasetLayout] = {
+    "cifar10": DatasetLayout("cifar10", {1: "cifar10_train.rec"}, "cifar10_val.rec", (3, 32, 32), 10, "cifar10",
+                             pad=4, make_command="python tools/im2rec_wrapper.py cifar10 SOURCE --out DATA_DIR"),
+    "imagenet": DatasetLayout("imagenet", {1: "train_256_q90.rec", 2: "train_480_q90.rec"}, "val_256_q90.rec",
+                              (3, 224, 224), 1000, "imagenet",
+                              make_command="python tools/im2rec_wrapper.py imagenet IMAGENET_ROOT --out DATA_DIR"),
+    # The demo: scikit-learn's handwritten digits as 32x32 RGB, trained like CIFAR-10 (no flips: a mirrored
+    # digit is another glyph).
+    "digits": DatasetLayout("digits", {1: "digits_train.rec"}, "digits_val.rec", (3, 32, 32), 10, "cifar10",
+                            pad=4, mirror=False, make_command="python tools/im2rec_wrapper.py digits --out DATA_DIR"),
+}
+
+
+def get_layout(data_type: str) -> DatasetLayout:
+    """The :class:`DatasetLayout` for ``data_type``; a clear error listing the known ones otherwise."""
+    if data_type not in LAYOUTS:
+        raise UserError(f"unknown data type {data_type!r}; valid: {', '.join(LAYOUTS)}")
+    return LAYOUTS[data_type]
+
+
+# Aug level -> ImageRecordIter arguments for ImageNet-size images, exactly the original's values.
+# Level 2's scale range 0.533..1 of a 480-short-side record gives a short side of 256..480; HSL jitter is
+# 0.4 of each channel's range (36 of 90 hue, 50 of 127 saturation and lightness).
+AUG_PRESETS: dict[int, dict[str, Any]] = {
+    0: dict(rand_crop=False, rand_mirror=False),
+    1: dict(rand_crop=True, rand_mirror=True),
+    2: dict(rand_crop=True, rand_mirror=True, max_random_scale=1.0, min_random_scale=0.533,
+            max_aspect_ratio=0.25, random_h=36, random_s=50, random_l=50),
+    3: dict(rand_crop=True, rand_mirror=True, max_random_scale=1.0, min_random_scale=0.533,
+            max_aspect_ratio=0.25, random_h=36, random_s=50, random_l=50, max_rotate_angle=10, max_shear_ratio=0.1),
+}
+
+
+def train_aug(layout: DatasetLayout, aug_level: int) -> dict[str, Any]:
+    """ImageRecordIter augmentation arguments for training ``layout`` at ``aug_level`` (0-3).
+
+    CIFAR-style layouts (``pad`` > 0) always use pad + random crop (+ mirror when the layout allows), which is
+    the original's CIFAR augmentation at every level.
+    """
+    if aug_level not in AUG_PRESETS:
+        raise UserError(f"--aug-level must be one of {sorted(AUG_PRESETS)}, got {aug_level}")
+    if layout.pad:
+        return dict(rand_crop=True, rand_mirror=layout.mirror, pad=layout.pad, fill_value=127)
+    kwargs = dict(AUG_PRESETS[aug_level])
+    kwargs["rand_mirror"] = kwargs["rand_mirror"] and layout.mirror
+    if kwargs.get("max_rotate_angle") or kwargs.get("max_random_scale"):
+        kwargs["fill_value"] = 127
+    return kwargs
+
+
+def check_record_file(rec: str | Path, make_command: str = "") -> tuple[Path, Path]:
+    """``(rec, idx)`` when both exist; otherwise a :class:`UserError` naming the missing file and how to make it."""
+    rec = Path(rec)
+    idx = rec.with_suffix(".idx")
+    hint = f" (make it with: {make_command})" if make_command else ""
+    for path in (rec, idx):
+        if not path.is_file():
+            raise UserError(f"{path}: no such file{hint}")
+    return rec, idx
+
+
+def _record_iter(rec: Path, idx: Path, data_shape, batch_size: int, num_parts: int, part_index: int,
+                 preprocess_threads: int, **kwargs):
+    import mxnet as mx
+
+    return mx.io.ImageRecordIter(
+        path_imgrec=str(rec), path_imgidx=str(idx), data_shape=tuple(data_shape), batch_size=batch_size,
+        label_width=1, data_name="data", label_name="softmax_label", num_parts=num_parts, part_index=part_index,
+        preprocess_threads=preprocess_threads, **kwargs)
+
+
+def make_train_iter(rec: str | Path, layout: DatasetLayout, batch_size: int, aug_level: int = 1,
+                    num_parts: int = 1, part_index: int = 0, seed: int = 0, preprocess_threads: int = 4,
+                    data_shape: tuple[int, int, int] | None = None):
+    """Shuffled, augmented training iterator over ``rec`` (its ``.idx`` beside it).
+
+    ``seed`` seeds both the shuffle and the augmentation, so the same seed replays the same batches; pass a
+    different seed per epoch (e.g. ``base_seed + epoch``) for fresh randomness that a resumed run reproduces.
+    ``num_parts``/``part_index`` give each distributed worker its own disjoint share of the records.
+    """
+    rec_path, idx_path = check_record_file(rec, layout.make_command)
+    return _record_iter(rec_path, idx_path, data_shape or layout.image_shape, batch_size, num_parts, part_index,
+                        preprocess_threads, shuffle=True, seed=seed, seed_aug=seed,
+                        **train_aug(layout, aug_level))
+
+
+def make_val_iter(rec: str | Path, layout: DatasetLayout, batch_size: int, num_parts: int = 1, part_index: int = 0,
+                  preprocess_threads: int = 4, data_shape: tuple[int, int, int] | None = None):
+    """Deterministic validation iterator: no shuffle, center crop to the input size, no flips."""
+    rec_path, idx_path = check_record_file(rec, layout.make_command)
+    return _record_iter(rec_path, idx_path, data_shape or layout.image_shape, batch_size, num_parts, part_index,
+                        preprocess_threads, shuffle=False, rand_crop=False, rand_mirror=False)
+
+
+def count_records(rec: str | Path) -> int:
+    """Number of records in ``rec``, read from its ``.idx`` (one line per record)."""
+    _, idx = check_record_file(rec)
+    with open(idx, "rb") as fh:
+        return sum(1 for line in fh if line.strip())

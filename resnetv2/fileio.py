@@ -1,0 +1,50 @@
+"""Writes that never leave a half-written file under a final name."""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+
+def partial_name(target: str | os.PathLike) -> Path:
+    """Where a write of ``target`` happens before it is renamed into place (same folder, so rename is atomic)."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.partial-{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success fsync it and rename it onto ``target``.
+
+    On any exception the temporary file is removed and ``target`` (if it existed) is left untouched.
+    Usage: ``with atomic_path(p) as tmp: save(tmp)``.
+    """
+    target = Path(target)
+    tmp = partial_name(target)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    _fsync_dir(target.parent)
+
+
+def atomic_write_text(target: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: some file systems refuse to open folders)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
