@@ -89,15 +89,100 @@ def train_aug(layout: DatasetLayout, aug_level: int) -> dict[str, Any]:
     return kwargs
 
 
+RECORDIO_MAGIC = 0xCED7230A  # dmlc RecordIO: every record starts with this uint32 (little-endian)
+_LENGTH_MASK = (1 << 29) - 1  # the lower 29 bits of the second uint32 are the length; the upper 3 the part flag
+_SAMPLED_OFFSETS = 64  # index entries checked to point at record starts (plus the first and the last)
+
+
 def check_record_file(rec: str | Path, make_command: str = "") -> tuple[Path, Path]:
-    """``(rec, idx)`` when both exist; otherwise a :class:`UserError` naming the missing file and how to make it."""
+    """``(rec, idx)`` when both exist and agree; otherwise a :class:`UserError` naming the file and the fix.
+
+    Cheap checks (a few reads, whatever the file size): the data folder exists, ``rec`` starts with the RecordIO
+    magic, every ``idx`` line is ``key<TAB>offset``, a sample of offsets (first, last and up to 64 between) are
+    record starts, and the last record ends exactly at the end of ``rec`` (not truncated, nothing unindexed).
+    """
     rec = Path(rec)
     idx = rec.with_suffix(".idx")
     hint = f" (make it with: {make_command})" if make_command else ""
+    if not rec.parent.is_dir():
+        raise UserError(f"{rec.parent}: no such data folder{hint}")
     for path in (rec, idx):
         if not path.is_file():
             raise UserError(f"{path}: no such file{hint}")
+    _verify_record_pair(rec, idx, hint)
     return rec, idx
+
+
+def _read_index(idx: Path) -> list[int]:
+    offsets = []
+    try:
+        with open(idx, "rb") as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                parts = line.split(b"\t")
+                try:
+                    if len(parts) != 2:
+                        raise ValueError
+                    int(parts[0])
+                    offsets.append(int(parts[1]))
+                except ValueError:
+                    raise UserError(f"{idx}: line {number} is not 'key<TAB>offset'; not a RecordIO index") from None
+    except OSError as exc:
+        raise UserError(f"{idx}: cannot read: {exc.strerror}") from None
+    if not offsets:
+        raise UserError(f"{idx}: empty index (no records)")
+    return offsets
+
+
+def _verify_record_pair(rec: Path, idx: Path, hint: str) -> None:
+    import struct
+
+    offsets = _read_index(idx)
+    size = rec.stat().st_size
+    try:
+        fh = open(rec, "rb")
+    except OSError as exc:
+        raise UserError(f"{rec}: cannot read: {exc.strerror}") from None
+    with fh:
+        def header_at(pos: int) -> tuple[int, int] | None:
+            fh.seek(pos)
+            raw = fh.read(8)
+            if len(raw) < 8:
+                return None
+            magic, lrec = struct.unpack("<II", raw)
+            return (lrec >> 29, lrec & _LENGTH_MASK) if magic == RECORDIO_MAGIC else None
+
+        if size < 8 or header_at(0) is None:
+            fh.seek(0)
+            raise UserError(f"{rec}: not a RecordIO file (it starts with {fh.read(8)!r}, not the RecordIO magic)")
+        step = max(1, len(offsets) // _SAMPLED_OFFSETS)
+        last = max(offsets)
+        for number in sorted({0, len(offsets) - 1, *range(0, len(offsets), step)}):
+            pos = offsets[number]
+            if pos >= size:
+                raise UserError(f"{rec}: truncated, or {idx.name} belongs to another file: entry {number} points "
+                                f"at byte {pos}, past the end of {rec.name} ({size} bytes){hint}")
+            if pos < 0 or header_at(pos) is None:
+                raise UserError(f"{idx} does not match {rec}: entry {number} points at byte {pos}, which is not "
+                                f"the start of a record ({rec.name} has {size} bytes){hint}")
+        pos = last
+        while True:  # follow the last record's parts (a record holding the magic is split) to its end
+            head = header_at(pos)
+            if head is None:
+                if pos >= size:
+                    break
+                raise UserError(f"{rec}: damaged record at byte {pos} (expected the RecordIO magic){hint}")
+            flag, length = head
+            pos += 8 + ((length + 3) & ~3)
+            if flag in (0, 3):
+                break
+        if pos > size:
+            raise UserError(f"{rec}: truncated: its last record ends at byte {pos} but the file has {size} bytes; "
+                            f"re-create it{hint}")
+        if pos < size:
+            raise UserError(f"{idx} does not match {rec}: {size - pos} bytes after the last indexed record "
+                            f"(an index of another or older .rec?){hint}")
 
 
 def _record_iter(rec: Path, idx: Path, data_shape, batch_size: int, num_parts: int, part_index: int,

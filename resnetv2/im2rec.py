@@ -606,7 +606,8 @@ def pack_cifar10(source: str | os.PathLike, out_dir: str | os.PathLike, pass_thr
 # ----------------------------------------------------------------------------------------------------------------
 
 def pack_imagenet(root: str | os.PathLike, out_dir: str | os.PathLike, quality: int = 90, num_thread: int = 1,
-                  seed: int = 0, sizes: Sequence[int] = (480, 256), progress: bool | None = None) -> list[PackSummary]:
+                  seed: int = 0, sizes: Sequence[int] = (480, 256), limits: ImageLimits = ImageLimits(),
+                  progress: bool | None = None) -> list[PackSummary]:
     """The original's three files from ``root/train/<class>/*`` and ``root/val/<class>/*``:
     ``train_480_q90.rec`` (scale augmentation), ``train_256_q90.rec`` and ``val_256_q90.rec``, + ``synset.txt``.
 
@@ -629,11 +630,12 @@ def pack_imagenet(root: str | os.PathLike, out_dir: str | os.PathLike, quality: 
                  for rel, label in val.items]
     summaries = []
     for size in sizes:
-        transform = Transform(resize=size, quality=quality)
+        transform = Transform(resize=size, quality=quality, limits=limits)
         summaries.append(pack_items(train_items, out / f"train_{size}_q{quality}.rec", transform, num_thread,
                                     progress=progress))
-    summaries.append(pack_items(val_items, out / f"val_256_q{quality}.rec", Transform(resize=256, quality=quality),
-                                num_thread, progress=progress))
+    val_transform = Transform(resize=256, quality=quality, limits=limits)
+    summaries.append(pack_items(val_items, out / f"val_256_q{quality}.rec", val_transform, num_thread,
+                                progress=progress))
     write_synset(out, train.classes)
     return summaries
 
@@ -687,5 +689,21 @@ def read_records(rec: str | os.PathLike) -> Iterator[tuple[int, float, np.ndarra
                 return
             header, data = mx.recordio.unpack(payload)
             yield header.id, float(header.label), cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    finally:
+        reader.close()
+
+
+def read_labels(rec: str | os.PathLike) -> Iterator[tuple[int, float]]:
+    """Yield ``(id, label)`` for each record of ``rec`` in file order, without decoding images."""
+    import mxnet as mx
+
+    reader = mx.recordio.MXRecordIO(str(rec), "r")
+    try:
+        while True:
+            payload = reader.read()
+            if payload is None:
+                return
+            header, _ = mx.recordio.unpack(payload)
+            yield header.id, float(header.label)
     finally:
         reader.close()

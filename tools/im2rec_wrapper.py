@@ -148,9 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         _report(im2rec.pack_cifar10(args.source, args.out, pass_through=not args.reencode, seed=args.seed,
                                     num_thread=args.num_thread, quality=args.quality, progress=progress))
     elif args.command == "imagenet":
-        _limits(args)
         _report(im2rec.pack_imagenet(args.root, args.out, args.quality, args.num_thread, args.seed,
-                                     progress=progress))
+                                     limits=_limits(args), progress=progress))
     elif args.command == "digits":
         _report(im2rec.pack_digits(args.out, args.seed, args.val_fraction, progress=progress))
     elif args.command == "extract":
@@ -161,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         from resnetv2.data import check_record_file
 
         rec, _ = check_record_file(args.rec)
-        labels = Counter(int(label) for _, label, _ in im2rec.read_records(rec))
+        labels = Counter(int(label) for _, label in im2rec.read_labels(rec))
         print(f"{rec}: {sum(labels.values())} records, {len(labels)} labels: "
               + " ".join(f"{k}:{v}" for k, v in sorted(labels.items())))
     return 0
