@@ -1,0 +1,107 @@
+#!/usr/bin/env python
+"""Classify images with a trained checkpoint: top-k classes per image.
+
+    python predict/predict.py --prefix model/resnet-imagenet-50-0 --epoch 120 --img cat.jpg [more.jpg | folder/]
+
+Class names come from --synset, else ``synset.txt`` beside the checkpoint (training writes it), else, for a
+1000-class network, the ImageNet names in ``predict/synset.txt``. An image that does not decode is reported on
+stderr and skipped; the exit status is 0 when at least one image was classified, 2 when none was.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
+from resnetv2.errors import UserError, run_cli
+from resnetv2.predictor import (
+    find_images,
+    format_prediction,
+    load_model,
+    parse_image_shape,
+    predict_images,
+    predictions_json,
+    read_synset,
+)
+
+IMAGENET_SYNSET = Path(__file__).resolve().parent / "synset.txt"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--img", nargs="+", required=True, help="image files and/or folders (searched recursively)")
+    parser.add_argument("--prefix", required=True, help="checkpoint prefix, e.g. model/resnet-imagenet-50-0")
+    parser.add_argument("--epoch", type=int, required=True, help="checkpoint epoch (the NNNN of -NNNN.params)")
+    parser.add_argument("--synset", help="class names, one per line (default: synset.txt beside the checkpoint)")
+    parser.add_argument("--num-classes", type=int, help="check that the checkpoint has this many classes")
+    parser.add_argument("--gpu", type=int, help="GPU id to run on (default: GPU 0 when present, else CPU)")
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
+    parser.add_argument("--top-k", type=int, default=5, help="classes shown per image")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    parser.add_argument("--image-shape", help="network input 3,H,W (default: 3,224,224 or 3,32,32 from the stem)")
+    parser.add_argument("--resize", type=int, help="shorter side before the center crop (default: 256 for 224, "
+                                                   "else the input size)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of text lines")
+    return parser.parse_args(argv)
+
+
+def pick_context(gpu: int | None, cpu: bool):
+    """``mx.cpu()`` when asked or when no GPU is present, else ``mx.gpu(gpu or 0)``; an absent GPU id is an error."""
+    import mxnet as mx
+
+    gpus = mx.context.num_gpus()
+    if cpu or (gpu is None and gpus == 0):
+        return mx.cpu()
+    gpu = gpu or 0
+    if gpu >= gpus:
+        raise UserError(f"--gpu {gpu}: this machine has {gpus} GPU(s) visible to MXNet; use --cpu")
+    return mx.gpu(gpu)
+
+
+def class_names(synset: str | None, prefix: str, num_classes: int) -> list[str]:
+    """Names for the checkpoint's classes; a clear error when their count differs from the network's."""
+    beside = Path(prefix).parent / "synset.txt"
+    if synset:
+        path = Path(synset)
+    elif beside.is_file():
+        path = beside
+    elif num_classes == 1000:
+        path = IMAGENET_SYNSET
+    else:
+        print(f"predict.py: warning: no synset.txt beside {prefix}; showing class numbers", file=sys.stderr)
+        return [str(i) for i in range(num_classes)]
+    names = read_synset(path)
+    if len(names) != num_classes:
+        raise UserError(f"{path}: {len(names)} class names, but the checkpoint's fc1 has {num_classes} outputs")
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.top_k <= 0:
+        raise UserError(f"--top-k must be positive, got {args.top_k}")
+    images = find_images(args.img)
+    image_shape = parse_image_shape(args.image_shape) if args.image_shape else None
+    model = load_model(args.prefix, args.epoch, pick_context(args.gpu, args.cpu), args.batch_size, image_shape)
+    if args.num_classes is not None and args.num_classes != model.num_classes:
+        raise UserError(f"--num-classes {args.num_classes} does not match the checkpoint: its fc1 has "
+                        f"{model.num_classes} outputs")
+    names = class_names(args.synset, args.prefix, model.num_classes)
+    results = []
+    for pred in predict_images(model, images, names, args.top_k, args.resize):
+        results.append(pred)
+        if pred.error:
+            print(f"predict.py: warning: {pred.image}: {pred.error} (skipped)", file=sys.stderr)
+        elif not args.json:
+            print(format_prediction(pred), flush=True)
+    if args.json:
+        print(predictions_json(results))
+    ok = sum(1 for p in results if not p.error)
+    if ok == 0:
+        raise UserError(f"none of the {len(results)} image(s) could be classified")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,310 @@
+"""Inference from a training checkpoint: load it, preprocess images as validation does, batch, top-k.
+
+A checkpoint is MXNet's pair ``{prefix}-symbol.json`` (ending in ``SoftmaxOutput`` named ``softmax``) and
+``{prefix}-{epoch:04d}.params`` (``arg:NAME`` / ``aux:NAME``), with the data set's ``synset.txt`` (one class name
+per line) beside it. Both files are data (JSON and MXNet's NDArray format); nothing loaded from them runs code.
+
+Preprocessing matches the validation iterator: decode as RGB with MXNet's own decoder (the one ImageRecordIter
+uses), shorter side to ``resize`` (256 for a 224 input, the input size itself for CIFAR), center crop to the input
+size, raw 0..255 values in NCHW float32: the network's ``bn_data`` normalises, as in the original.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from resnetv2.errors import UserError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+CLASSIFIER = "fc1"
+
+
+def checkpoint_paths(prefix: str | os.PathLike, epoch: int) -> tuple[Path, Path]:
+    """``({prefix}-symbol.json, {prefix}-{epoch:04d}.params)``, MXNet's checkpoint file names."""
+    prefix = str(prefix)
+    return Path(f"{prefix}-symbol.json"), Path(f"{prefix}-{epoch:04d}.params")
+
+
+def saved_epochs(prefix: str | os.PathLike) -> list[int]:
+    """Epoch numbers of the ``{prefix}-NNNN.params`` files that exist, ascending."""
+    prefix = Path(prefix)
+    folder = prefix.parent if str(prefix.parent) else Path(".")
+    pattern = re.compile(re.escape(prefix.name) + r"-(\d{4,})\.params$")
+    if not folder.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name)))
+
+
+def check_checkpoint(prefix: str | os.PathLike, epoch: int) -> tuple[Path, Path]:
+    """The checkpoint's two files; a :class:`UserError` naming the missing one (and the epochs that exist)."""
+    symbol_file, params_file = checkpoint_paths(prefix, epoch)
+    if not symbol_file.is_file():
+        raise UserError(f"{symbol_file}: no such checkpoint symbol file (check --prefix)")
+    if not params_file.is_file():
+        epochs = saved_epochs(prefix)
+        have = f"saved epochs: {', '.join(map(str, epochs))}" if epochs else "no epoch saved for this prefix"
+        raise UserError(f"{params_file}: no checkpoint for epoch {epoch} ({have})")
+    return symbol_file, params_file
+
+
+def load_checkpoint(prefix: str | os.PathLike, epoch: int):
+    """``(symbol, arg_params, aux_params)`` of a checkpoint, with clear errors for missing or damaged files."""
+    import mxnet as mx
+
+    symbol_file, params_file = check_checkpoint(prefix, epoch)
+    try:
+        symbol = mx.sym.load(str(symbol_file))
+    except mx.base.MXNetError:
+        raise UserError(f"{symbol_file}: not an MXNet symbol file") from None
+    try:
+        saved = mx.nd.load(str(params_file))
+    except mx.base.MXNetError:
+        raise UserError(f"{params_file}: not an MXNet parameter file (damaged or truncated?)") from None
+    if not isinstance(saved, dict):
+        raise UserError(f"{params_file}: holds no named parameters")
+    arg_params, aux_params = {}, {}
+    for key, value in saved.items():
+        kind, _, name = key.partition(":")
+        if kind == "arg":
+            arg_params[name] = value
+        elif kind == "aux":
+            aux_params[name] = value
+    return symbol, arg_params, aux_params
+
+
+def inference_symbol(symbol):
+    """The network without its training head: ``softmax`` of the classifier's output (``fc1_output``).
+
+    A checkpoint's symbol ends in ``SoftmaxOutput``, which needs a label input; its forward equals this one's.
+    """
+    import mxnet as mx
+
+    internals = symbol.get_internals()
+    outputs = internals.list_outputs()
+    if f"{CLASSIFIER}_output" in outputs:
+        logits = internals[f"{CLASSIFIER}_output"]
+    else:
+        children = symbol.get_children()
+        if children is None:
+            raise UserError("the checkpoint's symbol has no classifier layer (fc1) before its output")
+        logits = children[0]
+    return mx.sym.softmax(logits, axis=1, name="softmax")
+
+
+def num_classes_of(arg_params: dict, params_file: str | os.PathLike = "checkpoint") -> int:
+    """Output count of the classifier ``fc1`` (rows of ``fc1_weight``)."""
+    weight = arg_params.get(f"{CLASSIFIER}_weight")
+    if weight is None:
+        raise UserError(f"{params_file}: has no {CLASSIFIER}_weight; not a checkpoint of this project's networks")
+    return int(weight.shape[0])
+
+
+def default_image_shape(symbol) -> tuple[int, int, int]:
+    """(3, 224, 224) for a network with the ImageNet stem (``pool0``), else (3, 32, 32) (the CIFAR stem)."""
+    return (3, 224, 224) if "pool0_output" in symbol.get_internals().list_outputs() else (3, 32, 32)
+
+
+def default_resize(image_shape: Sequence[int]) -> int:
+    """Validation's shorter side for an input size: 256 for 224 (the 256-short-side val records), else the size."""
+    size = min(image_shape[1:])
+    return size if size <= 64 else int(round(size * 256 / 224))
+
+
+def parse_image_shape(text: str) -> tuple[int, int, int]:
+    """``'3,224,224'`` -> ``(3, 224, 224)``; a clear error otherwise."""
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or shape[0] != 3 or min(shape) <= 0:
+        raise UserError(f"--image-shape must be 3,HEIGHT,WIDTH (e.g. 3,224,224), got {text!r}")
+    return shape  # type: ignore[return-value]
+
+
+class Model:
+    """A bound inference network: ``predict(batch)`` -> class probabilities.
+
+    ``batch`` is float32 NCHW raw RGB 0..255 with at most ``batch_size`` images; returns (n, num_classes)
+    float32 probabilities. ``symbol`` is the inference symbol (softmax of fc1) and ``arg_params`` /
+    ``aux_params`` its parameters, for exporters.
+    """
+
+    def __init__(self, module, symbol, arg_params: dict, aux_params: dict, batch_size: int,
+                 image_shape: tuple[int, int, int], num_classes: int):
+        self.module = module
+        self.symbol = symbol
+        self.arg_params = arg_params
+        self.aux_params = aux_params
+        self.batch_size = batch_size
+        self.image_shape = image_shape
+        self.num_classes = num_classes
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        import mxnet as mx
+
+        n = batch.shape[0]
+        if not 0 < n <= self.batch_size:
+            raise ValueError(f"batch of {n} images; this model is bound for 1..{self.batch_size}")
+        if n < self.batch_size:  # pad the last batch; the padding's outputs are dropped
+            full = np.zeros((self.batch_size,) + tuple(batch.shape[1:]), dtype=np.float32)
+            full[:n] = batch
+            batch = full
+        self.module.forward(mx.io.DataBatch([mx.nd.array(batch, dtype="float32")]), is_train=False)
+        return self.module.get_outputs()[0].asnumpy()[:n]
+
+
+def load_model(prefix: str | os.PathLike, epoch: int, ctx=None, batch_size: int = 32,
+               image_shape: Sequence[int] | None = None) -> Model:
+    """Load checkpoint ``prefix``/``epoch`` and bind it for inference on ``ctx`` (default CPU) for batches of up
+    to ``batch_size`` images of ``image_shape`` (default from the network's stem: 224 or 32 square)."""
+    import mxnet as mx
+
+    if batch_size <= 0:
+        raise UserError(f"--batch-size must be positive, got {batch_size}")
+    symbol, arg_params, aux_params = load_checkpoint(prefix, epoch)
+    _, params_file = checkpoint_paths(prefix, epoch)
+    num_classes = num_classes_of(arg_params, params_file)
+    net = inference_symbol(symbol)
+    shape = tuple(image_shape) if image_shape else default_image_shape(symbol)
+    module = mx.mod.Module(net, data_names=("data",), label_names=None, context=ctx or mx.cpu())
+    try:
+        module.bind(data_shapes=[("data", (batch_size,) + shape)], for_training=False)
+        module.set_params(arg_params, aux_params, allow_missing=False, allow_extra=True)
+    except (mx.base.MXNetError, RuntimeError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{params_file}: does not fit {Path(str(prefix) + '-symbol.json').name}: {detail}") from None
+    return Model(module, net, arg_params, aux_params, batch_size, shape, num_classes)
+
+
+def read_synset(path: str | os.PathLike) -> list[str]:
+    """Class names, one per line (blank lines at the end dropped). A line ``n01440764 tench, Tinca tinca`` in
+    MXNet's older synset format is kept whole."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such synset file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read synset file ({getattr(exc, 'strerror', None) or exc})") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise UserError(f"{path}: synset file is empty")
+    return [line.strip() for line in lines]
+
+
+class ImageError(Exception):
+    """An image that cannot be read or decoded (the caller reports it and goes on)."""
+
+
+def load_image(path: str | os.PathLike, image_shape: Sequence[int], resize: int | None = None) -> np.ndarray:
+    """One image as float32 (3, H, W), RGB 0..255: shorter side to ``resize`` (default
+    :func:`default_resize`), center crop to ``image_shape``. Raises :class:`ImageError` when it does not decode."""
+    import mxnet as mx
+
+    _, height, width = image_shape
+    resize = resize or default_resize(image_shape)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageError(f"cannot read image ({exc.strerror})") from None
+    if not data:
+        raise ImageError("empty file")
+    try:
+        img = mx.image.imdecode(data, flag=1, to_rgb=True)
+    except mx.base.MXNetError:
+        raise ImageError("cannot decode image") from None
+    h, w = img.shape[:2]
+    if min(h, w) != resize:
+        img = mx.image.resize_short(img, resize, interp=1)  # bilinear, as im2rec's resize
+        h, w = img.shape[:2]
+    if h < height or w < width:
+        img = mx.image.imresize(img, max(w, width), max(h, height), interp=1)
+    img, _ = mx.image.center_crop(img, (width, height))
+    return img.asnumpy().astype(np.float32).transpose(2, 0, 1)
+
+
+def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files named in ``inputs`` as given, and every image file (by suffix) under the folders among them, sorted.
+    A folder with no image is a :class:`UserError`."""
+    found: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            images = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not images:
+                raise UserError(f"{item}: no image files in this folder ({', '.join(IMAGE_SUFFIXES)})")
+            found += images
+        else:
+            found.append(item)
+    return found
+
+
+@dataclass
+class Prediction:
+    """Top-k of one image: ``classes`` indices, ``names`` class names, ``probabilities`` in 0..1, best first;
+    or ``error`` (the image was skipped)."""
+
+    image: str
+    classes: list[int]
+    names: list[str]
+    probabilities: list[float]
+    error: str | None = None
+
+    def as_dict(self) -> dict:
+        if self.error:
+            return {"image": self.image, "error": self.error}
+        return {"image": self.image, "top_k": [{"rank": i, "class": c, "name": n, "probability": p}
+                                               for i, (c, n, p) in enumerate(zip(self.classes, self.names,
+                                                                                self.probabilities))]}
+
+
+def top_k(probabilities: np.ndarray, k: int) -> list[int]:
+    """Indices of the ``k`` largest probabilities, largest first (ties: lower index first)."""
+    order = np.argsort(-probabilities, kind="stable")
+    return [int(i) for i in order[:k]]
+
+
+def predict_images(model: Model, paths: Sequence[str | os.PathLike], names: Sequence[str], k: int = 5,
+                   resize: int | None = None) -> Iterator[Prediction]:
+    """Classify ``paths`` in batches of ``model.batch_size``; one :class:`Prediction` per path, in order.
+    An image that does not decode gives a Prediction with ``error`` set; the others still run."""
+    k = min(k, model.num_classes)
+    pending: list[tuple[str, np.ndarray]] = []
+
+    def flush() -> Iterator[Prediction]:
+        probs = model.predict(np.stack([img for _, img in pending]))
+        for (path, _), p in zip(pending, probs):
+            best = top_k(p, k)
+            yield Prediction(path, best, [names[i] for i in best], [float(p[i]) for i in best])
+        pending.clear()
+
+    for path in map(str, paths):
+        try:
+            pending.append((path, load_image(path, model.image_shape, resize)))
+        except ImageError as exc:
+            yield from flush() if pending else ()
+            yield Prediction(path, [], [], [], error=str(exc))
+            continue
+        if len(pending) == model.batch_size:
+            yield from flush()
+    if pending:
+        yield from flush()
+
+
+def format_prediction(pred: Prediction) -> str:
+    """The original's text lines: ``0: class = lynx  with probability = 25.2 %``."""
+    lines = [pred.image]
+    lines += [f"{rank}: class = {name}  with probability = {100 * prob:.1f} %"
+              for rank, (name, prob) in enumerate(zip(pred.names, pred.probabilities))]
+    return "\n".join(lines)
+
+
+def predictions_json(preds: Sequence[Prediction]) -> str:
+    """All predictions as one JSON document: ``[{"image": ..., "top_k": [{rank, class, name, probability}]}]``."""
+    return json.dumps([p.as_dict() for p in preds], indent=1)
