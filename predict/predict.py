@@ -10,6 +10,7 @@ stderr and skipped; the exit status is 0 when at least one image was classified,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from resnetv2.predictor import (
     format_prediction,
     load_model,
     parse_image_shape,
+    pick_context,
     predict_images,
     predictions_json,
     read_synset,
@@ -46,19 +48,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def pick_context(gpu: int | None, cpu: bool):
-    """``mx.cpu()`` when asked or when no GPU is present, else ``mx.gpu(gpu or 0)``; an absent GPU id is an error."""
-    import mxnet as mx
-
-    gpus = mx.context.num_gpus()
-    if cpu or (gpu is None and gpus == 0):
-        return mx.cpu()
-    gpu = gpu or 0
-    if gpu >= gpus:
-        raise UserError(f"--gpu {gpu}: this machine has {gpus} GPU(s) visible to MXNet; use --cpu")
-    return mx.gpu(gpu)
-
-
 def class_names(synset: str | None, prefix: str, num_classes: int) -> list[str]:
     """Names for the checkpoint's classes; a clear error when their count differs from the network's."""
     beside = Path(prefix).parent / "synset.txt"
@@ -79,6 +68,7 @@ def class_names(synset: str | None, prefix: str, num_classes: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")  # no "Subgraph backend MKLDNN is activated" lines
     if args.top_k <= 0:
         raise UserError(f"--top-k must be positive, got {args.top_k}")
     images = find_images(args.img)

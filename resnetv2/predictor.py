@@ -127,6 +127,19 @@ def parse_image_shape(text: str) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+def pick_context(gpu: int | None = None, cpu: bool = False):
+    """``mx.cpu()`` when asked or when no GPU is present, else ``mx.gpu(gpu or 0)``; an absent GPU is an error."""
+    import mxnet as mx
+
+    gpus = mx.context.num_gpus()
+    if cpu or (gpu is None and gpus == 0):
+        return mx.cpu()
+    gpu = gpu or 0
+    if not 0 <= gpu < gpus:
+        raise UserError(f"--gpu {gpu}: this machine has {gpus} GPU(s) visible to MXNet; use --cpu")
+    return mx.gpu(gpu)
+
+
 class Model:
     """A bound inference network: ``predict(batch)`` -> class probabilities.
 
@@ -308,3 +321,60 @@ def format_prediction(pred: Prediction) -> str:
 def predictions_json(preds: Sequence[Prediction]) -> str:
     """All predictions as one JSON document: ``[{"image": ..., "top_k": [{rank, class, name, probability}]}]``."""
     return json.dumps([p.as_dict() for p in preds], indent=1)
+
+
+@dataclass
+class Score:
+    """Accuracy over a record file: ``images`` scored, ``top1``/``top5`` correct fractions (0..1), ``top_k`` the k
+    of ``top5`` (5, or the class count when smaller), ``seconds`` wall time of the pass (decode included)."""
+
+    images: int
+    top1: float
+    top5: float
+    top_k: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+
+def score_record(model: Model, rec: str | os.PathLike, progress: bool = True, preprocess_threads: int = 2) -> Score:
+    """Top-1 and top-5 accuracy of ``model`` over every image of ``rec`` (its ``.idx`` beside it), preprocessed as
+    validation: the record's image center-cropped to the model's input (CIFAR: the whole 32x32 image)."""
+    import time
+
+    import mxnet as mx
+    from tqdm import tqdm
+
+    from resnetv2.data import check_record_file, count_records, get_layout, make_val_iter
+
+    check_record_file(rec)
+    total = count_records(rec)
+    layout = get_layout("imagenet" if max(model.image_shape[1:]) > 64 else "cifar10")
+    k = min(5, model.num_classes)
+    seen = top1 = topk = 0
+    start = time.perf_counter()
+    try:
+        it = make_val_iter(rec, layout, model.batch_size, data_shape=model.image_shape,
+                           preprocess_threads=preprocess_threads)
+        with tqdm(total=total, unit="img", disable=not progress, desc="score", leave=False) as bar:
+            for batch in it:
+                n = model.batch_size - batch.pad
+                probs = model.predict(batch.data[0].asnumpy()[:n])
+                labels = batch.label[0].asnumpy()[:n].astype(np.int64)
+                if labels.max() >= model.num_classes or labels.min() < 0:
+                    raise UserError(f"{rec}: label {int(labels.max())} is outside the network's "
+                                    f"{model.num_classes} classes (a record file of another data set?)")
+                best = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+                top1 += int((best[:, 0] == labels).sum())
+                topk += int((best == labels[:, None]).any(axis=1).sum())
+                seen += n
+                bar.update(n)
+    except mx.base.MXNetError as exc:
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+        raise UserError(f"{rec}: cannot read records ({detail})") from None
+    seconds = time.perf_counter() - start
+    if seen == 0:
+        raise UserError(f"{rec}: no images")
+    return Score(seen, top1 / seen, topk / seen, k, seconds)

@@ -125,6 +125,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")  # no "Subgraph backend MKLDNN is activated" lines
     if args.check_batch < 0:
         raise UserError(f"--check-batch must be >= 0, got {args.check_batch}")
     out = args.out or f"{args.prefix}-{args.epoch:04d}.onnx"

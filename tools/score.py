@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""Top-1 and top-5 accuracy of a checkpoint over a RecordIO file, preprocessed as validation.
+
+    python tools/score.py --prefix model/resnet-cifar10-164-0 --epoch 200 --rec data/cifar10_val.rec
+
+Prints the accuracies, the number of images and the speed (img/s, decode included); --json for one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import json
+
+import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
+from resnetv2.errors import UserError, run_cli
+from resnetv2.predictor import load_model, parse_image_shape, pick_context, score_record
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prefix", required=True, help="checkpoint prefix, e.g. model/resnet-imagenet-50-0")
+    parser.add_argument("--epoch", type=int, required=True, help="checkpoint epoch")
+    parser.add_argument("--rec", required=True, help="RecordIO file to score (its .idx beside it)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    parser.add_argument("--image-shape", help="input 3,H,W (default: 3,224,224 or 3,32,32 from the stem)")
+    parser.add_argument("--num-classes", type=int, help="check that the checkpoint has this many classes")
+    parser.add_argument("--gpu", type=int, help="GPU id (default: GPU 0 when present, else CPU)")
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
+    parser.add_argument("--preprocess-threads", type=int, default=2, help="decode threads")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print one JSON line instead of text")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")  # no "Subgraph backend MKLDNN is activated" lines
+    from resnetv2.data import check_record_file
+
+    check_record_file(args.rec)
+    shape = parse_image_shape(args.image_shape) if args.image_shape else None
+    model = load_model(args.prefix, args.epoch, pick_context(args.gpu, args.cpu), args.batch_size, shape)
+    if args.num_classes is not None and args.num_classes != model.num_classes:
+        raise UserError(f"--num-classes {args.num_classes} does not match the checkpoint: its fc1 has "
+                        f"{model.num_classes} outputs")
+    score = score_record(model, args.rec, progress=not args.no_progress, preprocess_threads=args.preprocess_threads)
+    if args.json:
+        print(json.dumps({"rec": str(args.rec), "images": score.images, "top1": score.top1,
+                          f"top{score.top_k}": score.top5, "seconds": score.seconds,
+                          "images_per_second": score.images_per_second}))
+    else:
+        print(f"{args.rec}: {score.images} images")
+        print(f"top-1 accuracy = {score.top1:.4f}")
+        print(f"top-{score.top_k} accuracy = {score.top5:.4f}")
+        print(f"speed = {score.images_per_second:.1f} img/s ({score.seconds:.1f} s, decode included)")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
