@@ -8,8 +8,8 @@ Prints the accuracies, the number of images and the speed (img/s, decode include
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 
 import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
 from resnetv2.errors import UserError, run_cli
