@@ -170,8 +170,9 @@ def _verify_record_pair(rec: Path, idx: Path, hint: str) -> None:
         while True:  # follow the last record's parts (a record holding the magic is split) to its end
             head = header_at(pos)
             if head is None:
-                if pos >= size:
-                    break
+                if pos + 8 > size:
+                    raise UserError(f"{rec}: truncated: its last record continues past the end of the file "
+                                    f"({size} bytes); re-create it{hint}")
                 raise UserError(f"{rec}: damaged record at byte {pos} (expected the RecordIO magic){hint}")
             flag, length = head
             pos += 8 + ((length + 3) & ~3)

@@ -54,8 +54,45 @@ class ImageLimits:
     max_pixels: int = DEFAULT_MAX_PIXELS
 
 
-def _header_info(data: bytes) -> tuple[int, int, str, str] | None:
-    """``(width, height, format, mode)`` read from the file header without decoding; None when unknown."""
+_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_header(data: bytes) -> tuple[int, int, bool] | None:
+    """(width, height, 8-bit 3-component) from a JPEG's SOF segment, walking the marker segments."""
+    pos, end = 2, len(data)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker in _SOF_MARKERS and pos + 10 <= end:
+            height = int.from_bytes(data[pos + 5:pos + 7], "big")
+            width = int.from_bytes(data[pos + 7:pos + 9], "big")
+            return width, height, data[pos + 4] == 8 and data[pos + 9] == 3
+        if marker == 0xDA or length < 2:
+            return None
+        pos += 2 + length
+    return None
+
+
+def _header_info(data: bytes) -> tuple[int, int, bool] | None:
+    """``(width, height, simple)`` read from the file header without decoding; None when unknown.
+
+    ``simple``: an 8-bit 3-channel JPEG, or an 8-bit RGB PNG (no alpha, no palette), which every decoder reads
+    as the same 3-channel image. JPEG and PNG headers are parsed here (fast); other formats through Pillow
+    when it is installed.
+    """
+    if data.startswith(_PNG_MAGIC) and len(data) >= 26 and data[12:16] == b"IHDR":
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        return width, height, data[24] == 8 and data[25] == 2
+    if data.startswith(_JPEG_MAGIC):
+        return _jpeg_header(data)
     try:
         from PIL import Image
     except ImportError:
@@ -64,10 +101,10 @@ def _header_info(data: bytes) -> tuple[int, int, str, str] | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as im:
-                return im.size[0], im.size[1], im.format or "", im.mode
+                return im.size[0], im.size[1], False
     except Image.DecompressionBombError as exc:
         raise _Skip(f"too large ({exc})") from None
-    except Exception:  # noqa: BLE001  (PIL raises many types for files it cannot identify; cv2 decides below)
+    except Exception:  # noqa: BLE001  (Pillow raises many types for files it cannot identify; cv2 decides)
         return None
 
 
@@ -126,11 +163,7 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[np.n
         raise _Skip(f"too small: {width}x{height} pixels (shorter side below {limits.min_side})")
     img = to_bgr8(raw)
     simple = raw.dtype == np.uint8 and raw.ndim == 3 and raw.shape[2] == 3
-    if info is not None:
-        simple = simple and info[2] in ("JPEG", "PNG") and info[3] == "RGB"
-    else:
-        simple = simple and data.startswith((_JPEG_MAGIC, _PNG_MAGIC))
-    return img, simple
+    return img, bool(simple and info is not None and info[2] and data.startswith((_JPEG_MAGIC, _PNG_MAGIC)))
 
 
 def resize_short(img: np.ndarray, short: int) -> np.ndarray:
@@ -289,8 +322,9 @@ def pack_items(items: Sequence[Item], rec: str | os.PathLike, transform: Transfo
     chunk = max(64, 64 * num_thread)
     with record_writer(rec) as writer, ThreadPoolExecutor(max(1, num_thread)) as pool, \
             tqdm(total=len(items), desc=desc or rec.name, unit="img", disable=progress is False or None) as bar:
+        mapper = pool.map if num_thread > 1 else map  # threads only pay off when there are several
         for lo in range(0, len(items), chunk):
-            for item, payload, reencoded, reason in pool.map(lambda it: _encode(it, transform), items[lo:lo + chunk]):
+            for item, payload, reencoded, reason in mapper(lambda it: _encode(it, transform), items[lo:lo + chunk]):
                 bar.update(1)
                 if payload is None:
                     summary.skipped.append((item.name, reason))

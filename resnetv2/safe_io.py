@@ -165,20 +165,23 @@ def list_archive(archive: str | os.PathLike) -> list[tuple[PurePosixPath, str]]:
 def iter_archive_files(archive: str | os.PathLike) -> Iterator[tuple[PurePosixPath, bytes]]:
     """Yield ``(safe relative path, content)`` for each regular file in ``archive``, in archive order.
 
-    The whole archive is checked first (:func:`list_archive`); nothing is written to disk.
+    Nothing is written to disk; a hostile member (see :func:`list_archive`) raises :class:`UserError` when the
+    reading reaches it, so a caller must consume the whole archive before acting on it.
     """
     archive = Path(archive)
-    list_archive(archive)
     kind, handle = _open_archive(archive)
     try:
-        if kind == "zip":
-            for info in handle.infolist():
-                if _zip_kind(info) == "file":
-                    yield member_path(info.filename, archive), handle.read(info)
-        else:
-            for info in handle:
-                if info.isfile():
-                    yield member_path(info.name, archive), handle.extractfile(info).read()
+        infos = handle.infolist() if kind == "zip" else handle
+        for info in infos:
+            name = info.filename if kind == "zip" else info.name
+            what = _zip_kind(info) if kind == "zip" else _tar_kind(info)
+            if what == "link":
+                raise UserError(f"{archive}: member {name!r} is a link; refusing the archive")
+            if what == "special":
+                raise UserError(f"{archive}: member {name!r} is not a regular file or folder; refusing the archive")
+            path = member_path(name, archive)
+            if what == "file" and path is not None:
+                yield path, (handle.read(info) if kind == "zip" else handle.extractfile(info).read())
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
         raise UserError(f"{archive}: damaged archive ({exc})") from None
     finally:
