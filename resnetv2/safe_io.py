@@ -119,7 +119,7 @@ def _zip_kind(info: zipfile.ZipInfo) -> str:
         return "link"
     if info.is_dir():
         return "dir"
-    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         return "special"
     return "file"
 
