@@ -1,0 +1,153 @@
+"""MXNet checkpoints written so that a kill at any moment leaves the last complete epoch loadable.
+
+Files, as ``mx.model.save_checkpoint`` names them: ``{prefix}-symbol.json``, ``{prefix}-{epoch:04d}.params``
+(keys ``arg:NAME`` / ``aux:NAME``; file ``N`` holds the parameters after ``Epoch[N-1]``), plus the optimizer state
+``{prefix}-{epoch:04d}.states``. Each file is written beside its final name and renamed into place; within an epoch
+the ``.states`` file goes first and the ``.params`` last, so an epoch counts as complete exactly when its
+``.params`` exists.
+
+``.states`` is not MXNet's pickle (a pickle can run code when loaded): it is an ``mx.nd.save`` file with keys
+``state:NAME`` (one momentum array per parameter), ``meta:num_update`` and ``meta:next_lr`` (the rate of the
+first update of the next epoch, so a retrain without ``--lr`` continues the same curve).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+
+from resnetv2.errors import UserError
+from resnetv2.fileio import atomic_path, atomic_write_text
+
+
+def symbol_path(prefix: str | os.PathLike) -> Path:
+    return Path(f"{prefix}-symbol.json")
+
+
+def params_path(prefix: str | os.PathLike, epoch: int) -> Path:
+    return Path(f"{prefix}-{epoch:04d}.params")
+
+
+def states_path(prefix: str | os.PathLike, epoch: int) -> Path:
+    return Path(f"{prefix}-{epoch:04d}.states")
+
+
+def list_epochs(prefix: str | os.PathLike) -> list[int]:
+    """Epoch numbers with a complete checkpoint (a ``.params`` file) under ``prefix``, ascending."""
+    prefix = Path(prefix)
+    pattern = re.compile(re.escape(prefix.name) + r"-(\d{4,})\.params$")
+    if not prefix.parent.is_dir():
+        return []
+    found = (pattern.match(p.name) for p in prefix.parent.iterdir())
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def latest_epoch(prefix: str | os.PathLike) -> int | None:
+    """The newest complete checkpoint's epoch, or None when there is none."""
+    epochs = list_epochs(prefix)
+    return epochs[-1] if epochs else None
+
+
+def resolve_epoch(prefix: str | os.PathLike, requested: str | int | None) -> int:
+    """The epoch to load: ``requested`` as a number, or the newest for None / ``-1`` / ``'latest'``.
+
+    Raises :class:`UserError` naming the epochs that exist when the requested one does not.
+    """
+    epochs = list_epochs(prefix)
+    if requested is None or str(requested) in ("-1", "latest"):
+        if not epochs:
+            raise UserError(f"no checkpoint to retrain from: no {prefix}-NNNN.params file")
+        return epochs[-1]
+    epoch = int(requested)
+    if epoch not in epochs:
+        have = ", ".join(map(str, epochs)) if epochs else "none"
+        raise UserError(f"no checkpoint {params_path(prefix, epoch)}; epochs that exist under {prefix}: {have}")
+    return epoch
+
+
+def save_checkpoint(prefix: str | os.PathLike, epoch: int, symbol, arg_params: dict, aux_params: dict,
+                    states: dict | None = None) -> Path:
+    """Write ``-symbol.json`` (when absent or different), ``.states`` (when given), then ``.params``.
+
+    ``arg_params``/``aux_params`` map names to NDArrays; ``states`` maps ``.states`` keys to NDArrays (see the
+    module docstring). Returns the ``.params`` path.
+    """
+    import mxnet as mx
+
+    sym_file = symbol_path(prefix)
+    sym_json = symbol.tojson()
+    if not sym_file.is_file() or sym_file.read_text(encoding="utf-8", errors="replace") != sym_json:
+        atomic_write_text(sym_file, sym_json)
+    if states is not None:
+        with atomic_path(states_path(prefix, epoch)) as tmp:
+            mx.nd.save(str(tmp), states)
+    target = params_path(prefix, epoch)
+    blob = {f"arg:{k}": v for k, v in arg_params.items()}
+    blob.update({f"aux:{k}": v for k, v in aux_params.items()})
+    with atomic_path(target) as tmp:
+        mx.nd.save(str(tmp), blob)
+    return target
+
+
+def _load_ndarrays(path: Path) -> dict:
+    import mxnet as mx
+
+    try:
+        loaded = mx.nd.load(str(path))
+    except mx.base.MXNetError:
+        raise UserError(f"{path}: not an MXNet NDArray file (truncated or corrupt)") from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"{path}: holds an unnamed NDArray list, not a checkpoint")
+    return loaded
+
+
+def load_params(prefix: str | os.PathLike, epoch: int) -> tuple[dict, dict]:
+    """``(arg_params, aux_params)`` of checkpoint ``epoch`` (see :func:`resolve_epoch` for choosing it)."""
+    path = params_path(prefix, epoch)
+    if not path.is_file():
+        resolve_epoch(prefix, epoch)  # raises with the list of epochs
+    arg_params, aux_params = {}, {}
+    for key, value in _load_ndarrays(path).items():
+        kind, _, name = key.partition(":")
+        if kind == "arg":
+            arg_params[name] = value
+        elif kind == "aux":
+            aux_params[name] = value
+        else:
+            raise UserError(f"{path}: key {key!r} is neither 'arg:NAME' nor 'aux:NAME'")
+    return arg_params, aux_params
+
+
+def load_states(prefix: str | os.PathLike, epoch: int) -> dict | None:
+    """The ``.states`` blob of ``epoch``, or None when that epoch has none (e.g. the original project's files)."""
+    path = states_path(prefix, epoch)
+    return _load_ndarrays(path) if path.is_file() else None
+
+
+def remove_stale_partials(prefix: str | os.PathLike) -> list[Path]:
+    """Delete half-written files (``.{name}.partial-PID``) of ``prefix`` left by killed processes; return them."""
+    prefix = Path(prefix)
+    if not prefix.parent.is_dir():
+        return []
+    pattern = re.compile(r"^\." + re.escape(prefix.name) + r"-.*\.partial-(\d+)$")
+    removed = []
+    for path in prefix.parent.iterdir():
+        match = pattern.match(path.name)
+        if match and not _pid_alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,570 @@
+"""The training loop behind ``train_resnet.py``: one loop, two engines (``mx.mod.Module`` and Gluon).
+
+What a run does, epoch by epoch (``Epoch[k]`` is 0-based, its checkpoint file is ``k + 1`` as MXNet's
+``do_checkpoint``):
+
+1. a fresh training iterator seeded ``seed + k`` (same shuffle and augmentation whenever epoch k is replayed),
+   from which exactly ``epoch_size`` batches are taken;
+2. per batch: forward/backward, a finite-loss check *before* the update (a NaN or infinite loss stops the run
+   with the epoch and batch, the last checkpoint untouched), the update, metrics, MXNet's ``Speedometer``;
+3. ``Epoch[k] Train-*``, ``Epoch[k] Time cost``, the checkpoint (params + optimizer state, each file renamed
+   into place), ``Epoch[k] Validation-*`` and a ``json_stats: {...}`` line; the log file is then committed.
+
+The learning rate is :mod:`resnetv2.schedule`'s pure function of the global update count; a retrain passes the
+count reached (``begin_epoch * epoch_size``) to the optimizer, so the curve continues where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
+from resnetv2 import checkpoint as ckpt
+from resnetv2.data import check_record_file, count_records, get_layout, make_train_iter, make_val_iter
+from resnetv2.errors import UserError
+from resnetv2.fileio import atomic_path, atomic_write_text
+from resnetv2.schedule import StepSchedule, rate_at_epoch
+from resnetv2.train_args import check_writable_dir, default_prefix
+
+LOG_FORMAT = "%(asctime)-15s Node[{rank}] %(message)s"
+DEFAULT_LR = 0.1
+
+
+# ----------------------------------------------------------------------------------------------- cluster + data
+@dataclass
+class Cluster:
+    """The kvstore (None when one context on one machine needs none), this worker's rank and the worker count.
+
+    Everything distributed depends on these three: the data partition (``num_parts=num_workers``,
+    ``part_index=rank``), the gradient scale (``1 / (batch_size * num_workers)`` for dist_sync) and the
+    checkpoint prefix's rank suffix.
+    """
+
+    kv: Any
+    rank: int = 0
+    num_workers: int = 1
+
+
+def make_cluster(kv_store: str, num_contexts: int) -> Cluster:
+    """Create the kvstore for ``--kv-store`` and ``num_contexts`` devices (the one place that does)."""
+    import mxnet as mx
+
+    if "dist" not in kv_store and num_contexts == 1:
+        return Cluster(None)
+    try:
+        kv = mx.kv.create(kv_store)
+    except mx.base.MXNetError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown error"
+        raise UserError(f"--kv-store {kv_store}: cannot create it ({first})") from None
+    return Cluster(kv, kv.rank, kv.num_workers)
+
+
+def make_contexts(args: argparse.Namespace) -> list:
+    import mxnet as mx
+
+    if args.gpu_ids:
+        return [mx.gpu(i) for i in args.gpu_ids]
+    return [mx.cpu(i) for i in range(args.cpus)]
+
+
+@dataclass
+class DataPlan:
+    train_rec: Path
+    val_rec: Path
+    records: int          # records in the training file (all workers)
+    num_examples: int     # images per epoch (all workers)
+    epoch_size: int       # updates per epoch
+
+
+def plan_data(args: argparse.Namespace, cluster: Cluster) -> DataPlan:
+    """Check the record files and derive the epoch size as the original did: floor(examples / batch / workers)."""
+    layout = get_layout(args.data_type)
+    if not Path(args.data_dir).is_dir():
+        raise UserError(f"--data-dir {args.data_dir}: no such folder (make it with: {layout.make_command})")
+    train_rec, _ = check_record_file(layout.train_path(args.data_dir, args.aug_level), layout.make_command)
+    val_rec, _ = check_record_file(layout.val_path(args.data_dir), layout.make_command)
+    records = count_records(train_rec)
+    num_examples = args.num_examples or records
+    if num_examples > records:
+        raise UserError(f"--num-examples {num_examples} exceeds the {records} records in {train_rec}")
+    epoch_size = max(num_examples // (args.batch_size * cluster.num_workers), 1)
+    return DataPlan(train_rec, val_rec, records, num_examples, epoch_size)
+
+
+def _train_iter(args, plan: DataPlan, cluster: Cluster, epoch: int):
+    layout = get_layout(args.data_type)
+    return make_train_iter(plan.train_rec, layout, args.batch_size, args.aug_level, num_parts=cluster.num_workers,
+                           part_index=cluster.rank, seed=args.seed + epoch,
+                           preprocess_threads=args.preprocess_threads)
+
+
+def _val_iter(args, plan: DataPlan, cluster: Cluster):
+    layout = get_layout(args.data_type)
+    return make_val_iter(plan.val_rec, layout, args.batch_size, num_parts=cluster.num_workers,
+                         part_index=cluster.rank, preprocess_threads=args.preprocess_threads)
+
+
+# --------------------------------------------------------------------------------------------------- logging
+class CommittedLogFile(logging.Handler):
+    """A log file that never shows a torn line: lines go to a hidden running file beside it, and
+    :meth:`commit` (once per epoch and at the end) copies that into place with a rename.
+
+    An existing log is continued (appended), as ``logging.FileHandler`` would.
+    """
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        self.path = Path(path)
+        self.running = self.path.with_name(f".{self.path.name}.running-{__import__('os').getpid()}")
+        if self.path.is_file():
+            shutil.copyfile(self.path, self.running)
+        self.stream = open(self.running, "a", encoding="utf-8")  # noqa: SIM115  (closed in close())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + "\n")
+            self.stream.flush()
+        except Exception:  # noqa: BLE001  (logging's own contract: report, never raise)
+            self.handleError(record)
+
+    def commit(self) -> None:
+        self.stream.flush()
+        with atomic_path(self.path) as tmp:
+            shutil.copyfile(self.running, tmp)
+
+    def close(self) -> None:
+        if not self.stream.closed:
+            self.commit()
+            self.stream.close()
+            self.running.unlink(missing_ok=True)
+        super().close()
+
+
+class TrainingLog:
+    """Root-logger set-up for one run (MXNet's ``Speedometer`` logs through the root logger)."""
+
+    def __init__(self, log_file: str | None, rank: int):
+        fmt = logging.Formatter(LOG_FORMAT.format(rank=rank))
+        self.handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+        self.file = CommittedLogFile(log_file) if log_file else None
+        if self.file:
+            self.handlers.append(self.file)
+        root = logging.getLogger()
+        self.saved_level = root.level
+        for handler in self.handlers:
+            handler.setFormatter(fmt)
+            root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
+    def commit(self) -> None:
+        if self.file:
+            self.file.commit()
+
+    def close(self) -> None:
+        root = logging.getLogger()
+        for handler in self.handlers:
+            root.removeHandler(handler)
+            handler.flush()
+            if handler is self.file:
+                handler.close()
+        root.setLevel(self.saved_level)
+
+
+# --------------------------------------------------------------------------------------------- params + state
+def init_params(sym, data_shape: tuple[int, ...], seed: int) -> tuple[dict, dict]:
+    """Fresh parameters for ``sym`` as ``Module.init_params`` makes them: Xavier(gaussian, in, 2) (He-normal) on
+    weights, zeros on biases/betas/means, ones on gammas/variances, in sorted name order after
+    ``mx.random.seed(seed)``. Both engines start from these, so they start equal."""
+    import mxnet as mx
+
+    mx.random.seed(seed)
+    arg_shapes, _, aux_shapes = sym.infer_shape(data=data_shape, softmax_label=data_shape[:1])
+    initializer = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
+    attrs = sym.attr_dict()
+    inputs = {"data", "softmax_label"}
+    args = {n: s for n, s in zip(sym.list_arguments(), arg_shapes) if n not in inputs}
+    auxs = dict(zip(sym.list_auxiliary_states(), aux_shapes))
+    out = []
+    for shapes in (args, auxs):
+        params = {}
+        for name in sorted(shapes):
+            params[name] = mx.nd.zeros(shapes[name])
+            initializer(mx.init.InitDesc(name, attrs.get(name, None)), params[name])
+        out.append(params)
+    return out[0], out[1]
+
+
+def check_checkpoint_fits(sym, data_shape, arg_params: dict, aux_params: dict, where: Path,
+                          num_classes: int) -> None:
+    """A clear error when a loaded checkpoint does not fit the network built from the flags."""
+    arg_shapes, _, aux_shapes = sym.infer_shape(data=data_shape, softmax_label=data_shape[:1])
+    expected = {n: s for n, s in zip(sym.list_arguments(), arg_shapes) if n not in ("data", "softmax_label")}
+    expected.update(zip(sym.list_auxiliary_states(), aux_shapes))
+    loaded = {**arg_params, **aux_params}
+    fc = loaded.get("fc1_bias")
+    if fc is not None and fc.shape[0] != num_classes:
+        raise UserError(f"--num-classes {num_classes} does not match checkpoint {where}, which has "
+                        f"{fc.shape[0]} classes")
+    for name, shape in expected.items():
+        if name not in loaded:
+            raise UserError(f"checkpoint {where} has no parameter {name!r}: it was trained with another --depth "
+                            f"or --data-type")
+        if tuple(loaded[name].shape) != tuple(shape):
+            raise UserError(f"checkpoint {where}: {name} has shape {tuple(loaded[name].shape)}, the network "
+                            f"built from the flags needs {tuple(shape)} (another --depth or --data-type?)")
+
+
+# ------------------------------------------------------------------------------------------------- engines
+def _softmax_ce(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy of softmax outputs ``probs`` (N, C) for integer ``labels`` (N,)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(-np.mean(np.log(probs[np.arange(len(labels)), labels.astype(np.int64)])))
+
+
+class ModuleEngine:
+    """``mx.mod.Module`` over the Symbol, as the original trained (there through FeedForward)."""
+
+    def __init__(self, sym, contexts, cluster: Cluster, data_shape, arg_params, aux_params, optimizer: str,
+                 optimizer_params: dict):
+        import mxnet as mx
+
+        self.mod = mx.mod.Module(sym, context=contexts)
+        self.mod.bind(data_shapes=[("data", data_shape)], label_shapes=[("softmax_label", data_shape[:1])])
+        self.mod.init_params(arg_params=arg_params, aux_params=aux_params, allow_missing=False, force_init=True)
+        self.mod.init_optimizer(kvstore=cluster.kv, optimizer=optimizer, optimizer_params=optimizer_params)
+        self.loss = math.nan
+
+    @property
+    def optimizer(self):
+        return self.mod._optimizer
+
+    def forward_backward(self, batch) -> float:
+        self.mod.forward_backward(batch)
+        probs = self.mod.get_outputs()[0].asnumpy()
+        self.loss = _softmax_ce(probs, batch.label[0].asnumpy())
+        return self.loss
+
+    def update(self, batch, metric) -> None:
+        self.mod.update()
+        self.mod.update_metric(metric, batch.label)
+
+    def predict(self, batch) -> np.ndarray:
+        self.mod.forward(batch, is_train=False)
+        return self.mod.get_outputs()[0].asnumpy()
+
+    def get_params(self) -> tuple[dict, dict]:
+        return self.mod.get_params()
+
+    def _slots(self) -> list[tuple[Any, dict]]:
+        """(updater, {param name: the updater's key}) for every updater holding optimizer state."""
+        mod = self.mod
+        names = mod._exec_group.param_names
+        if mod._update_on_kvstore:
+            updater = getattr(mod._kvstore, "_updater", None)
+            return [(updater, {n: n for n in names})] if updater is not None else []
+        ndev = len(mod._context)
+        return [(mod._updater, {n: i * ndev + k for i, n in enumerate(names)}) for k in range(ndev)]
+
+    def get_states(self) -> dict:
+        return _read_states(self._slots())
+
+    def set_states(self, states: dict) -> None:
+        _write_states(self._slots(), states)
+
+
+class GluonEngine:
+    """The hybridized Gluon net from the same spec, ``gluon.Trainer`` on the same kvstore, the same files."""
+
+    def __init__(self, args, contexts, cluster: Cluster, data_shape, arg_params, aux_params, optimizer: str,
+                 optimizer_params: dict):
+        import mxnet as mx
+        from mxnet import gluon
+
+        from symbols import get_net
+        from symbols.gluon_resnet_v2 import load_symbol_params
+
+        layout = get_layout(args.data_type)
+        self.contexts = contexts
+        self.net = get_net(args.num_classes, args.depth, layout.net_type, bn_mom=args.bn_mom)
+        load_symbol_params(self.net, arg_params, aux_params, ctx=contexts)
+        for name, param in self.net.collect_params().items():
+            # The Symbol optimizer decays only *_weight and *_gamma (Optimizer.set_wd_mult); match it.
+            if not (name.endswith("_weight") or name.endswith("_gamma")):
+                param.wd_mult = 0.0
+        self.net.hybridize()
+        params = {k: v for k, v in optimizer_params.items() if k != "rescale_grad"}
+        self.trainer = gluon.Trainer(self.net.collect_params(), optimizer, params, kvstore=cluster.kv,
+                                     update_on_kvstore=False)
+        self.loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+        self.batch_size = data_shape[0]
+        self._pending = None
+        self._mx = mx
+
+    @property
+    def optimizer(self):
+        return self.trainer._optimizer
+
+    def forward_backward(self, batch) -> float:
+        from mxnet import autograd
+        from mxnet.gluon.utils import split_and_load
+
+        data = split_and_load(batch.data[0], self.contexts, even_split=True)
+        labels = split_and_load(batch.label[0], self.contexts, even_split=True)
+        with autograd.record():
+            outputs = [self.net(x) for x in data]
+            losses = [self.loss_fn(o, y) for o, y in zip(outputs, labels)]
+        autograd.backward(losses)
+        self._pending = (labels, outputs)
+        total = sum(float(loss.sum().asscalar()) for loss in losses)
+        return total / self.batch_size
+
+    def update(self, batch, metric) -> None:
+        labels, outputs = self._pending
+        self.trainer.step(self.batch_size)
+        metric.update(labels, [self._mx.nd.softmax(o) for o in outputs])
+
+    def predict(self, batch) -> np.ndarray:
+        from mxnet.gluon.utils import split_and_load
+
+        parts = split_and_load(batch.data[0], self.contexts, even_split=True)
+        return np.concatenate([self._mx.nd.softmax(self.net(x)).asnumpy() for x in parts])
+
+    def get_params(self) -> tuple[dict, dict]:
+        from symbols.gluon_resnet_v2 import symbol_params
+
+        return symbol_params(self.net)
+
+    def _slots(self) -> list[tuple[Any, dict]]:
+        from symbols.gluon_resnet_v2 import symbol_name
+
+        keys = {symbol_name(p.name): i for i, p in enumerate(self.trainer._params)}
+        return [(updater, keys) for updater in self.trainer._updaters]
+
+    def get_states(self) -> dict:
+        return _read_states(self._slots())
+
+    def set_states(self, states: dict) -> None:
+        _write_states(self._slots(), states)
+
+
+def _read_states(slots) -> dict:
+    """``{'state:NAME': NDArray}`` from the first updater (every device's updater holds the same state)."""
+    import mxnet as mx
+
+    if not slots:
+        return {}
+    updater, keys = slots[0]
+    out = {}
+    for name, key in keys.items():
+        state = updater.states.get(key)
+        if state is None:
+            continue
+        if not hasattr(state, "copyto"):
+            raise NotImplementedError(f"optimizer state of {name} is a {type(state).__name__}, not an NDArray")
+        out[f"state:{name}"] = state.copyto(mx.cpu())
+    return out
+
+
+def _write_states(slots, states: dict) -> None:
+    for updater, keys in slots:
+        for name, key in keys.items():
+            value = states.get(f"state:{name}")
+            if value is None:
+                continue
+            updater.states[key] = value.copy()
+            updater.states_synced[key] = False
+
+
+# ------------------------------------------------------------------------------------------------- the loop
+@dataclass
+class TrainResult:
+    prefix: str
+    begin_epoch: int
+    end_epoch: int
+    epoch_size: int
+    history: list[dict] = field(default_factory=list)   # the json_stats records, one per epoch
+
+    @property
+    def val_accuracy(self) -> float:
+        return self.history[-1]["val-accuracy"] if self.history else math.nan
+
+
+def _metrics(data_type: str):
+    import mxnet as mx
+
+    if data_type == "imagenet":
+        return mx.metric.CompositeEvalMetric([mx.metric.Accuracy(), mx.metric.TopKAccuracy(top_k=5)])
+    return mx.metric.CompositeEvalMetric([mx.metric.Accuracy(), mx.metric.CrossEntropy()])
+
+
+def evaluate(engine, val_iter, metric) -> list[tuple[str, float]]:
+    """Metrics of ``engine`` over one pass of a fresh validation iterator, excluding the padding of its last batch.
+
+    (A reset ``ImageRecordIter`` with ``round_batch`` starts after the records it borrowed for the last padded
+    batch, so each pass would see a different set: always pass a new iterator.)
+    """
+    import mxnet as mx
+
+    metric.reset()
+    for batch in val_iter:
+        probs = engine.predict(batch)
+        keep = probs.shape[0] - (batch.pad or 0)
+        metric.update([mx.nd.array(batch.label[0].asnumpy()[:keep])], [mx.nd.array(probs[:keep])])
+    return metric.get_name_value()
+
+
+def _copy_synset(data_dir: str, prefix: str) -> None:
+    source = Path(data_dir) / "synset.txt"
+    if source.is_file():
+        target = Path(prefix).parent / "synset.txt"
+        text = source.read_text(encoding="utf-8")
+        if not target.is_file() or target.read_text(encoding="utf-8", errors="replace") != text:
+            atomic_write_text(target, text)
+
+
+def build_symbol(args, data_shape):
+    """The Symbol for the flags; with ``--memonger`` the planned (recomputing) graph."""
+    from symbols import get_symbol
+
+    layout = get_layout(args.data_type)
+    sym = get_symbol(args.num_classes, args.depth, layout.net_type, bn_mom=args.bn_mom, workspace=args.workspace,
+                     memonger=args.memonger)
+    if args.memonger:
+        from symbols.memonger import search_plan
+
+        sym = search_plan(sym, data=(data_shape[0] // args.num_contexts,) + tuple(data_shape[1:]))
+    return sym
+
+
+def fit(args: argparse.Namespace) -> TrainResult:
+    """Train as the flags in ``args`` say (already checked by :func:`resnetv2.train_args.resolve_args`)."""
+
+    cluster = make_cluster(args.kv_store, args.num_contexts)
+    prefix = args.model_prefix or default_prefix(args, cluster.rank)
+    args.model_prefix = prefix
+    check_writable_dir(Path(prefix).parent, "checkpoint (--model-prefix)")
+    if args.log_file:
+        check_writable_dir(Path(args.log_file).parent, "--log-file")
+    ckpt.remove_stale_partials(prefix)
+    plan = plan_data(args, cluster)
+    layout = get_layout(args.data_type)
+    data_shape = (args.batch_size,) + tuple(layout.image_shape)
+    sym = build_symbol(args, data_shape)
+
+    if args.retrain:
+        begin_epoch = ckpt.resolve_epoch(prefix, args.model_load_epoch)
+        arg_params, aux_params = ckpt.load_params(prefix, begin_epoch)
+        check_checkpoint_fits(sym, data_shape, arg_params, aux_params, ckpt.params_path(prefix, begin_epoch),
+                              args.num_classes)
+        states = ckpt.load_states(prefix, begin_epoch)
+    else:
+        existing = ckpt.list_epochs(prefix)
+        if existing:
+            raise UserError(f"{prefix} already has checkpoints (epochs {', '.join(map(str, existing))}); add "
+                            f"--retrain to continue from the newest, or choose another --model-prefix")
+        begin_epoch, states = 0, None
+        arg_params, aux_params = init_params(sym, data_shape, args.seed)
+    if begin_epoch >= args.end_epoch:
+        raise UserError(f"checkpoint epoch {begin_epoch} is already at --end-epoch {args.end_epoch}: nothing to do")
+
+    if args.lr is not None:
+        lr = args.lr
+    elif states is not None and "meta:next_lr" in states:
+        lr = float(states["meta:next_lr"].asnumpy()[0])
+    else:
+        lr = rate_at_epoch(begin_epoch, DEFAULT_LR, args.lr_step_epochs, args.lr_factor)
+    schedule = StepSchedule(lr, args.lr_step_epochs, plan.epoch_size, args.lr_factor, begin_epoch)
+    optimizer_params = dict(learning_rate=lr, lr_scheduler=schedule, momentum=args.mom, wd=args.wd,
+                            rescale_grad=1.0 / (args.batch_size * (cluster.num_workers if cluster.kv is not None
+                                                                   and "_sync" in cluster.kv.type else 1)),
+                            begin_num_update=begin_epoch * plan.epoch_size)
+
+    log = TrainingLog(args.log_file, cluster.rank)
+    try:
+        logging.info("start with arguments %s", args)
+        if cluster.rank == 0:
+            _copy_synset(args.data_dir, prefix)
+        contexts = make_contexts(args)
+        if args.api == "gluon":
+            engine = GluonEngine(args, contexts, cluster, data_shape, arg_params, aux_params, args.optimizer,
+                                 optimizer_params)
+        else:
+            engine = ModuleEngine(sym, contexts, cluster, data_shape, arg_params, aux_params, args.optimizer,
+                                  optimizer_params)
+        if states:
+            engine.set_states(states)
+        if args.retrain:
+            logging.info("Loaded %s (%s optimizer state); continuing at Epoch[%d], lr %g",
+                         ckpt.params_path(prefix, begin_epoch), "with" if states else "without", begin_epoch, lr)
+        result = TrainResult(prefix, begin_epoch, args.end_epoch, plan.epoch_size)
+        _epochs(args, engine, sym, plan, cluster, schedule, result, log)
+    finally:
+        log.close()
+    return result
+
+
+def _epochs(args, engine, sym, plan: DataPlan, cluster: Cluster, schedule: StepSchedule, result: TrainResult,
+            log: TrainingLog) -> None:
+    import mxnet as mx
+
+    metric = _metrics(args.data_type)
+    val_metric = _metrics(args.data_type)
+    speedometer = mx.callback.Speedometer(args.batch_size, args.frequent)
+    for epoch in range(result.begin_epoch, args.end_epoch):
+        tic = time.time()
+        metric.reset()
+        train_iter = _train_iter(args, plan, cluster, epoch)
+        for nbatch in range(plan.epoch_size):
+            try:
+                batch = train_iter.next()
+            except StopIteration:
+                train_iter.reset()
+                batch = train_iter.next()
+            loss = engine.forward_backward(batch)
+            if not math.isfinite(loss):
+                raise UserError(f"training diverged: loss is {loss} at Epoch[{epoch}] Batch [{nbatch}]; stopped "
+                                f"before updating, newest checkpoint kept: {_newest(result.prefix)} (retrain from "
+                                f"it with a lower --lr)")
+            engine.update(batch, metric)
+            speedometer(mx.model.BatchEndParam(epoch=epoch, nbatch=nbatch, eval_metric=metric, locals=None))
+        del train_iter
+        train_values = metric.get_global_name_value()
+        for name, value in train_values:
+            logging.info("Epoch[%d] Train-%s=%f", epoch, name, value)
+        elapsed = time.time() - tic
+        logging.info("Epoch[%d] Time cost=%.3f", epoch, elapsed)
+
+        arg_params, aux_params = engine.get_params()
+        num_update = (epoch + 1) * plan.epoch_size
+        states = engine.get_states()
+        states["meta:num_update"] = mx.nd.array([num_update], dtype="float64")
+        states["meta:next_lr"] = mx.nd.array([schedule(num_update + 1)], dtype="float64")
+        saved = ckpt.save_checkpoint(result.prefix, epoch + 1, sym, arg_params, aux_params, states)
+        logging.info('Saved checkpoint to "%s"', saved)
+
+        val_values = evaluate(engine, _val_iter(args, plan, cluster), val_metric)
+        for name, value in val_values:
+            logging.info("Epoch[%d] Validation-%s=%f", epoch, name, value)
+        stats: dict[str, Any] = {"epoch": epoch}
+        stats.update({f"train-{n}": round(v, 6) for n, v in train_values})
+        stats.update({f"val-{n}": round(v, 6) for n, v in val_values})
+        stats.update({"lr": schedule(num_update), "time": round(elapsed, 3),
+                      "speed": round(plan.epoch_size * args.batch_size / elapsed, 2)})
+        logging.info("json_stats: %s", json.dumps(stats))
+        result.history.append(stats)
+        log.commit()
+
+
+def _newest(prefix: str) -> str:
+    epoch = ckpt.latest_epoch(prefix)
+    return str(ckpt.params_path(prefix, epoch)) if epoch is not None else "none yet"

@@ -1,0 +1,185 @@
+"""Command-line flags of ``train_resnet.py``, grouped as MXNet's image-classification example does
+(``add_data_args(parser)``, ``add_model_args(parser)``, ``add_fit_args(parser)``), and their checks.
+
+Names and defaults are the original's (tornadomeet/ResNet); flags that depend on the data type (``--end-epoch``,
+``--lr-steps``, ``--num-classes``, ``--model-prefix``) default to None and are filled in by :func:`resolve_args`.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+from resnetv2.errors import UserError
+from resnetv2.schedule import DEFAULT_END_EPOCH, DEFAULT_STEPS, parse_steps
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    data = parser.add_argument_group("Data")
+    data.add_argument("--data-dir", type=str, default="./data/imagenet/",
+                      help="folder holding the .rec/.idx files (and synset.txt)")
+    data.add_argument("--data-type", type=str, default="imagenet", help="cifar10 | imagenet | digits")
+    data.add_argument("--list-dir", type=str, default="./",
+                      help="folder of the .lst files (kept for the original's command lines; packing reads it)")
+    data.add_argument("--aug-level", type=int, default=2, choices=[0, 1, 2, 3],
+                      help="ImageNet augmentation level: 1 crop+mirror, 2 +scale/aspect/HSL, 3 +rotation/shear")
+    data.add_argument("--num-examples", type=int, default=None,
+                      help="training images per epoch (default: every record, counted from the .idx); fewer "
+                           "trains on the first N of each epoch's shuffle")
+    data.add_argument("--num-classes", type=int, default=None,
+                      help="classes of the network's output (default: 10 for cifar10/digits, 1000 for imagenet)")
+    data.add_argument("--preprocess-threads", type=int, default=4, help="decode/augment threads of the iterator")
+    data.add_argument("--seed", type=int, default=0,
+                      help="seeds initialisation and, as seed+epoch, each epoch's shuffle and augmentation")
+    return data
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    model = parser.add_argument_group("Model")
+    model.add_argument("--depth", type=int, default=50, help="network depth (see symbols/spec.py)")
+    model.add_argument("--bn-mom", type=float, default=0.9, help="momentum of every BatchNorm's running statistics")
+    model.add_argument("--workspace", type=int, default=512, help="convolution workspace, MB")
+    model.add_argument("--memonger", action="store_true",
+                       help="plan activation recomputation to save memory (Module path only)")
+    model.add_argument("--api", type=str, default="module", choices=["module", "gluon"],
+                       help="train through mx.mod.Module (Symbol) or the hybridized Gluon net")
+    return model
+
+
+def add_fit_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    fit = parser.add_argument_group("Training")
+    fit.add_argument("--gpus", type=str, default="", help="GPU ids, e.g. '0,1'; empty means CPU")
+    fit.add_argument("--cpus", type=int, default=1,
+                     help="number of CPU contexts the batch is split over (data parallelism without a GPU)")
+    fit.add_argument("--kv-store", type=str, default="device", help="kvstore type: device, local, dist_sync, ...")
+    fit.add_argument("--lr", type=float, default=None,
+                     help="learning rate at the start of this run (default 0.1; with --retrain: the rate the "
+                          "checkpointed run would have used next)")
+    fit.add_argument("--lr-steps", type=str, default=None,
+                     help="epochs where the rate is multiplied by --lr-factor (default 120,160 CIFAR; 30,60,90 "
+                          "ImageNet)")
+    fit.add_argument("--lr-factor", type=float, default=0.1, help="rate multiplier at each --lr-steps epoch")
+    fit.add_argument("--mom", type=float, default=0.9, help="momentum")
+    fit.add_argument("--wd", type=float, default=0.0001, help="weight decay (on *_weight and *_gamma only)")
+    fit.add_argument("--optimizer", type=str, default="nag", choices=["nag", "sgd"], help="optimizer")
+    fit.add_argument("--batch-size", type=int, default=256, help="total batch size over all contexts")
+    fit.add_argument("--end-epoch", type=int, default=None, help="train until this epoch (default 200 CIFAR, "
+                                                                 "120 ImageNet)")
+    fit.add_argument("--model-prefix", type=str, default=None,
+                     help="checkpoint prefix (default model/resnet-{data_type}-{depth}-{rank})")
+    fit.add_argument("--model-load-epoch", type=str, default=None,
+                     help="with --retrain: checkpoint epoch to load; omitted, -1 or 'latest' = the newest")
+    fit.add_argument("--retrain", action="store_true", help="continue from a checkpoint (params + optimizer state)")
+    fit.add_argument("--frequent", type=int, default=50, help="log speed and metrics every N batches")
+    fit.add_argument("--log-file", type=str, default=None, help="also write the log here (appended)")
+    return fit
+
+
+def build_parser(prog: str = "train_resnet.py") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Train a pre-activation ResNet (ResNet-v2) with MXNet",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_data_args(parser)
+    add_model_args(parser)
+    add_fit_args(parser)
+    return parser
+
+
+def parse_gpus(text: str) -> list[int]:
+    """``'0,1'`` -> ``[0, 1]``; ``''`` -> ``[]``. A clear error for anything else, or for a GPU that is absent."""
+    text = (text or "").strip()
+    if not text:
+        return []
+    try:
+        ids = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--gpus must be comma-separated GPU ids like '0,1', got {text!r}") from None
+    if any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+        raise UserError(f"--gpus must list distinct non-negative ids, got {text!r}")
+    import mxnet as mx
+
+    try:
+        available = mx.context.num_gpus()
+    except mx.base.MXNetError:
+        available = 0
+    missing = [i for i in ids if i >= available]
+    if missing:
+        seen = f"MXNet sees {available} GPU(s)" if available else "MXNet sees no GPU (CPU build or no CUDA device)"
+        raise UserError(f"--gpus {text}: no GPU {missing[0]} on this machine; {seen}; omit --gpus to train on CPU")
+    return ids
+
+
+def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Check every flag and fill in the data-type defaults; raises :class:`UserError` with one clear line.
+
+    Sets ``args.lr_step_epochs`` (tuple of ints), ``args.gpu_ids`` and ``args.num_contexts``. ``--model-prefix``
+    is resolved later, once the kvstore rank is known (:func:`default_prefix`).
+    """
+    from resnetv2.data import get_layout
+    from symbols.spec import get_spec
+
+    layout = get_layout(args.data_type)
+    get_spec(layout.net_type, args.depth)
+    if args.num_classes is None:
+        args.num_classes = layout.num_classes
+    if args.num_classes < 2:
+        raise UserError(f"--num-classes must be at least 2, got {args.num_classes}")
+    if args.end_epoch is None:
+        args.end_epoch = DEFAULT_END_EPOCH.get(args.data_type, DEFAULT_END_EPOCH["imagenet"])
+    try:
+        args.lr_step_epochs = (parse_steps(args.lr_steps) if args.lr_steps is not None
+                               else DEFAULT_STEPS.get(args.data_type, DEFAULT_STEPS["imagenet"]))
+    except ValueError as exc:
+        raise UserError(str(exc).replace("invalid literal for int() with base 10", "not an integer")) from None
+    if args.end_epoch < 1:
+        raise UserError(f"--end-epoch must be at least 1, got {args.end_epoch}")
+    for name in ("lr", "mom", "wd", "bn_mom", "lr_factor"):
+        value = getattr(args, name)
+        if value is not None and (not math.isfinite(value) or value < 0):
+            raise UserError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+    if args.lr is not None and args.lr == 0:
+        raise UserError("--lr must be positive, got 0")
+    if args.mom >= 1 or args.bn_mom >= 1:
+        raise UserError("--mom and --bn-mom must be below 1")
+    if args.cpus < 1:
+        raise UserError(f"--cpus must be at least 1, got {args.cpus}")
+    if args.frequent < 1:
+        raise UserError(f"--frequent must be at least 1, got {args.frequent}")
+    if args.preprocess_threads < 1:
+        raise UserError(f"--preprocess-threads must be at least 1, got {args.preprocess_threads}")
+    if args.num_examples is not None and args.num_examples < 1:
+        raise UserError(f"--num-examples must be positive, got {args.num_examples}")
+    args.gpu_ids = parse_gpus(args.gpus)
+    args.num_contexts = len(args.gpu_ids) or args.cpus
+    if args.batch_size <= 0:
+        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.batch_size % args.num_contexts:
+        raise UserError(f"--batch-size {args.batch_size} is not divisible by the {args.num_contexts} contexts")
+    if args.memonger and args.api == "gluon":
+        raise UserError("--memonger plans a Symbol graph: it works with --api module only (Gluon's CachedOp "
+                        "ignores mirroring)")
+    if args.model_load_epoch is not None and str(args.model_load_epoch) != "latest":
+        try:
+            if int(args.model_load_epoch) < -1:
+                raise ValueError
+        except ValueError:
+            raise UserError(f"--model-load-epoch must be an epoch number, -1 or 'latest', "
+                            f"got {args.model_load_epoch!r}") from None
+    return args
+
+
+def default_prefix(args: argparse.Namespace, rank: int) -> str:
+    """The original's checkpoint prefix ``model/resnet-{data_type}-{depth}-{rank}``."""
+    return os.path.join("model", f"resnet-{args.data_type}-{args.depth}-{rank}")
+
+
+def check_writable_dir(folder: str | os.PathLike, what: str) -> Path:
+    """Create ``folder`` if needed and check a file can be written there; a clear error otherwise."""
+    folder = Path(folder or ".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {what} folder {folder}: {exc.strerror}") from None
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"{what} folder {folder} is not writable")
+    return folder

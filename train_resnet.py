@@ -1,0 +1,27 @@
+"""Train a pre-activation ResNet (ResNet-v2) with MXNet, with the original reproduction's flags.
+
+    python train_resnet.py --data-type cifar10 --data-dir data/cifar10 --depth 164 --batch-size 128
+    python train_resnet.py --data-type imagenet --data-dir data/imagenet --depth 50 --gpus 0,1,2,3
+    python train_resnet.py ... --retrain --model-load-epoch 70 --lr 0.0005 --wd 0.001
+
+Checkpoints go to ``model/resnet-{data_type}-{depth}-{rank}-NNNN.params`` (+ ``-symbol.json``, ``.states``).
+"""
+from __future__ import annotations
+
+import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
+from resnetv2.errors import run_cli
+from resnetv2.train_args import build_parser, resolve_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = resolve_args(build_parser().parse_args(argv))
+    from resnetv2.fit import fit
+
+    result = fit(args)
+    print(f"final validation accuracy {result.val_accuracy:.4f} after Epoch[{result.end_epoch - 1}]; "
+          f"checkpoint {result.prefix}-{result.end_epoch:04d}.params")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
