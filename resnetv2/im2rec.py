@@ -525,9 +525,6 @@ def pack_lst(lst: str | os.PathLike, root: str | os.PathLike, out_dir: str | os.
 # CIFAR-10
 # ----------------------------------------------------------------------------------------------------------------
 
-CIFAR_TRANSFORM = Transform(exact_size=(32, 32), quality=95, encoding=".jpg", pass_through=True)
-
-
 def _cifar_split_of(path: PurePosixPath) -> tuple[str, str] | None:
     """``(split, class)`` for '.../train|test/<class>/<file>' paths."""
     parts = path.parts

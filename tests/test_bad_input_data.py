@@ -562,3 +562,36 @@ def test_real_cli_process_one_line_and_exit_2(good, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr == f"im2rec_wrapper.py: error: {tmp_path / 'none'}: no such data folder\n"
     assert snapshot(good) == before
+
+
+@pytest.mark.data
+def test_sigkill_during_pack_leaves_old_files_and_no_finished_looking_rec(good, tmp_path):
+    """kill -9 while `cifar10` is writing: the good cifar10_train.rec/.idx already there are byte-identical after,
+    and the only new files are hidden partial ones (never a .rec under a final name)."""
+    import signal
+    import time
+
+    from conftest import CIFAR_TAR, need
+
+    tar = need(CIFAR_TAR)
+    out = tmp_path / "data"
+    _copy_rec(good, out)
+    for suffix in (".rec", ".idx"):
+        (out / f"g_q90{suffix}").rename(out / f"cifar10_train{suffix}")
+    before = snapshot(out)
+    proc = subprocess.Popen([sys.executable, str(TOOL), "cifar10", str(tar), "--out", str(out), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.name.startswith(".cifar10_train.rec.partial") for p in out.iterdir()):
+            assert proc.poll() is None and time.monotonic() < deadline, "the pack ended before it could be killed"
+            time.sleep(0.05)
+        time.sleep(0.5)  # well inside the write of 50,000 records
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    after = snapshot(out)
+    assert {k: v for k, v in after.items() if not Path(k).name.startswith(".")} == before
+    assert all(Path(k).name.startswith(".cifar10_train.") and ".partial-" in k for k in set(after) - set(before))
