@@ -57,9 +57,28 @@ class ImageLimits:
 _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
+def _exif_orientation(segment: bytes) -> int:
+    """The EXIF orientation (1-8) in an APP1 segment's payload; 1 (upright) when absent or unreadable."""
+    if not segment.startswith(b"Exif\0\0") or len(segment) < 14:
+        return 1
+    tiff = segment[6:]
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None:
+        return 1
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd + 2 > len(tiff):
+        return 1
+    for k in range(int.from_bytes(tiff[ifd:ifd + 2], order)):
+        entry = tiff[ifd + 2 + 12 * k:ifd + 14 + 12 * k]
+        if len(entry) == 12 and int.from_bytes(entry[:2], order) == 0x0112:
+            return int.from_bytes(entry[8:10], order)
+    return 1
+
+
 def _jpeg_header(data: bytes) -> tuple[int, int, bool] | None:
-    """(width, height, 8-bit 3-component) from a JPEG's SOF segment, walking the marker segments."""
-    pos, end = 2, len(data)
+    """(width, height, simple) from a JPEG's segments: simple = 8-bit, 3 components and no EXIF rotation
+    (MXNet's decoder ignores EXIF orientation, so a rotated photo must be stored upright, re-encoded)."""
+    pos, end, upright = 2, len(data), True
     while pos + 4 <= end:
         if data[pos] != 0xFF:
             return None
@@ -74,7 +93,9 @@ def _jpeg_header(data: bytes) -> tuple[int, int, bool] | None:
         if marker in _SOF_MARKERS and pos + 10 <= end:
             height = int.from_bytes(data[pos + 5:pos + 7], "big")
             width = int.from_bytes(data[pos + 7:pos + 9], "big")
-            return width, height, data[pos + 4] == 8 and data[pos + 9] == 3
+            return width, height, upright and data[pos + 4] == 8 and data[pos + 9] == 3
+        if marker == 0xE1:
+            upright = upright and _exif_orientation(data[pos + 4:pos + 2 + length]) == 1
         if marker == 0xDA or length < 2:
             return None
         pos += 2 + length
@@ -153,7 +174,9 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[np.n
         width, height = info[0], info[1]
         if width * height > limits.max_pixels:
             raise _Skip(f"too large: {width}x{height} pixels (limit {limits.max_pixels / 1e6:g} megapixels)")
-    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    # JPEG: IMREAD_COLOR applies the EXIF orientation and converts gray/CMYK to BGR; others: see every channel
+    flags = cv2.IMREAD_COLOR if data.startswith(_JPEG_MAGIC) else cv2.IMREAD_UNCHANGED
+    raw = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if raw is None or raw.size == 0:
         raise _Skip("not a decodable image")
     height, width = raw.shape[:2]

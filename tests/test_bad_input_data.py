@@ -512,6 +512,27 @@ def test_cmyk_jpeg_is_converted(tmp_path, capsys):
     assert np.abs(cmyk.astype(int) - _gradient(24, 24)).mean() < 6
 
 
+def test_exif_rotated_jpeg_is_stored_upright(tmp_path, capsys):
+    """A phone photo saved sideways with EXIF orientation 6: stored as a viewer shows it (MXNet's decoder ignores
+    EXIF), so it is re-encoded even with --pass-through."""
+    image_module = pytest.importorskip("PIL.Image")
+    sideways = np.zeros((20, 40, 3), np.uint8)
+    sideways[:, :10] = 255  # white band on the left; orientation 6 = rotate 90 degrees clockwise to view
+    im = image_module.fromarray(sideways)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=95, exif=exif.tobytes())
+    (tmp_path / "src" / "a").mkdir(parents=True)
+    (tmp_path / "src" / "a" / "phone.jpg").write_bytes(buf.getvalue())
+    _png(tmp_path / "src" / "b" / "x.png", _gradient())
+    _, out, got = _pack_tree(tmp_path, capsys, ["--pass-through"])
+    assert "packed 2 images (1 re-encoded)" in out
+    upright = got[0][2]
+    assert upright.shape == (40, 20, 3)
+    assert upright[:10].mean() > 240 and upright[12:].mean() < 15  # the band is now on top
+
+
 def test_tiny_huge_corrupt_and_empty_files_are_skipped_with_reasons(good, tmp_path, capsys):
     """1x1, a decompression bomb header, corrupt and empty files are skipped and named; a real 24-megapixel photo
     is packed (resized to shorter side 64)."""
