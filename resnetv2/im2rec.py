@@ -300,12 +300,35 @@ def ensure_output_dir(out_dir: str | os.PathLike) -> Path:
     return out
 
 
+def remove_stale_partials(target: Path) -> list[Path]:
+    """Delete hidden partial writes of ``target`` left by killed runs (``.NAME.partial-PID`` whose process is
+    gone); partials of live processes are kept. Returns the deleted paths."""
+    removed = []
+    for path in target.parent.glob(f".{target.name}.partial-*"):
+        try:
+            pid = int(path.name.rsplit("-", 1)[1])
+            os.kill(pid, 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+        except PermissionError:  # alive, owned by someone else
+            continue
+    return removed
+
+
 @contextlib.contextmanager
 def record_writer(rec: Path) -> Iterator[object]:
-    """An ``MXIndexedRecordIO`` writing beside ``rec`` and its ``.idx``; both renamed into place on success."""
+    """An ``MXIndexedRecordIO`` writing beside ``rec`` and its ``.idx``; both renamed into place on success.
+
+    Partial files that killed runs left beside them are removed first."""
     import mxnet as mx
 
     rec = Path(rec)
+    for target in (rec, rec.with_suffix(".idx")):
+        remove_stale_partials(target)
     with atomic_path(rec) as rec_tmp, atomic_path(rec.with_suffix(".idx")) as idx_tmp:
         writer = mx.recordio.MXIndexedRecordIO(str(idx_tmp), str(rec_tmp), "w")
         try:

@@ -39,7 +39,7 @@ def cifar_rec_dir(tmp_path_factory) -> Path:
 
     tar = need(CIFAR_TAR)
     out = tmp_path_factory.mktemp("cifar10_rec")
-    pack_cifar10(tar, out, pass_through=True, seed=0, progress=False)
+    pack_cifar10(tar, out, pass_through=True, seed=0, num_thread=2, progress=False)
     return out
 
 

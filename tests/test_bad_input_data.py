@@ -616,3 +616,18 @@ def test_sigkill_during_pack_leaves_old_files_and_no_finished_looking_rec(good, 
     after = snapshot(out)
     assert {k: v for k, v in after.items() if not Path(k).name.startswith(".")} == before
     assert all(Path(k).name.startswith(".cifar10_train.") and ".partial-" in k for k in set(after) - set(before))
+
+
+def test_stale_partials_of_dead_runs_are_removed(good, tmp_path, capsys):
+    """Partial files of a killed run (dead PID) are cleaned up by the next pack; a live run's are kept."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    out = good / "out"
+    stale = [out / f".g_q90.rec.partial-{dead_pid}", out / f".g_q90.idx.partial-{dead_pid}"]
+    live = out / f".g_q90.rec.partial-{os.getpid()}-other"
+    for path in stale:
+        path.write_bytes(b"half a record")
+    live.write_bytes(b"someone else's")
+    code, out_text, _ = run_tool(["pack", out / "g.lst", "--root", good / "src", "--out", out, "--quiet"], capsys)
+    assert code == 0 and "packed 6 images" in out_text
+    assert not any(p.exists() for p in stale) and live.exists()
