@@ -9,6 +9,7 @@ Checkpoints go to ``model/resnet-{data_type}-{depth}-{rank}-NNNN.params`` (+ ``-
 from __future__ import annotations
 
 import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
+from resnetv2.distributed import fail_fast_in_job
 from resnetv2.errors import run_cli
 from resnetv2.train_args import build_parser, resolve_args
 
@@ -17,7 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     args = resolve_args(build_parser().parse_args(argv))
     from resnetv2.fit import fit
 
-    result = fit(args)
+    with fail_fast_in_job("train_resnet.py"):  # a failed worker of a distributed job exits at once, never hangs
+        result = fit(args)
     print(f"final validation accuracy {result.val_accuracy:.4f} after Epoch[{result.end_epoch - 1}]; "
           f"checkpoint {result.prefix}-{result.end_epoch:04d}.params")
     return 0

@@ -31,6 +31,7 @@ import numpy as np
 import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
 from resnetv2 import checkpoint as ckpt
 from resnetv2.data import check_record_file, count_records, get_layout, make_train_iter, make_val_iter
+from resnetv2.distributed import rank_path
 from resnetv2.errors import UserError
 from resnetv2.fileio import atomic_path, atomic_write_text
 from resnetv2.schedule import StepSchedule, rate_at_epoch
@@ -303,10 +304,16 @@ class GluonEngine:
                 param.wd_mult = 0.0
         self.net.hybridize()
         params = {k: v for k, v in optimizer_params.items() if k != "rescale_grad"}
+        if cluster.kv is not None and "async" in cluster.kv.type:
+            raise UserError(f"--api gluon cannot train with --kv-store {cluster.kv.type} (Gluon's Trainer keeps "
+                            f"the optimizer on the workers); use --api module")
         self.trainer = gluon.Trainer(self.net.collect_params(), optimizer, params, kvstore=cluster.kv,
                                      update_on_kvstore=False)
         self.loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
         self.batch_size = data_shape[0]
+        # dist_sync sums the gradients of every worker's batch: normalise by the batch of the whole job.
+        sync_workers = cluster.num_workers if cluster.kv is not None and "_sync" in cluster.kv.type else 1
+        self.step_size = self.batch_size * sync_workers
         self._pending = None
         self._mx = mx
 
@@ -330,7 +337,7 @@ class GluonEngine:
 
     def update(self, batch, metric) -> None:
         labels, outputs = self._pending
-        self.trainer.step(self.batch_size)
+        self.trainer.step(self.step_size)
         metric.update(labels, [self._mx.nd.softmax(o) for o in outputs])
 
     def predict(self, batch) -> np.ndarray:
@@ -451,6 +458,13 @@ def fit(args: argparse.Namespace) -> TrainResult:
 
     cluster = make_cluster(args.kv_store, args.num_contexts)
     prefix = args.model_prefix or default_prefix(args, cluster.rank)
+    if cluster.num_workers > 1:
+        # Every rank writes its own checkpoints and log, also where workers share a machine or a folder (the
+        # default prefix ends in the rank already).
+        if args.model_prefix:
+            prefix = f"{prefix}-{cluster.rank}"
+        if args.log_file:
+            args.log_file = rank_path(args.log_file, cluster.rank, cluster.num_workers)
     args.model_prefix = prefix
     check_writable_dir(Path(prefix).parent, "checkpoint (--model-prefix)")
     if args.log_file:
@@ -524,12 +538,16 @@ def _epochs(args, engine, sym, plan: DataPlan, cluster: Cluster, schedule: StepS
         tic = time.time()
         metric.reset()
         train_iter = _train_iter(args, plan, cluster, epoch)
+        class_counts = np.zeros(args.num_classes, dtype=np.int64)  # what this worker read: its share of the data
         for nbatch in range(plan.epoch_size):
             try:
                 batch = train_iter.next()
             except StopIteration:
                 train_iter.reset()
                 batch = train_iter.next()
+            labels = batch.label[0].asnumpy().astype(np.int64)
+            class_counts += np.bincount(labels[(labels >= 0) & (labels < args.num_classes)],
+                                        minlength=args.num_classes)
             loss = engine.forward_backward(batch)
             if not math.isfinite(loss):
                 raise UserError(f"training diverged: loss is {loss} at Epoch[{epoch}] Batch [{nbatch}]; stopped "
@@ -559,7 +577,8 @@ def _epochs(args, engine, sym, plan: DataPlan, cluster: Cluster, schedule: StepS
         stats.update({f"train-{n}": round(v, 6) for n, v in train_values})
         stats.update({f"val-{n}": round(v, 6) for n, v in val_values})
         stats.update({"lr": schedule(num_update), "time": round(elapsed, 3),
-                      "speed": round(plan.epoch_size * args.batch_size / elapsed, 2)})
+                      "speed": round(plan.epoch_size * args.batch_size / elapsed, 2),
+                      "train-images": int(class_counts.sum()), "train-class-counts": class_counts.tolist()})
         logging.info("json_stats: %s", json.dumps(stats))
         result.history.append(stats)
         log.commit()
