@@ -73,3 +73,66 @@ def trained_cifar(cifar_rec_dir, tmp_path_factory):
              if "json_stats:" in line]
     return SimpleNamespace(prefix=str(prefix), epoch=2, data_dir=Path(cifar_rec_dir), log_file=log_file,
                            val_accuracy=stats[-1]["val-accuracy"], stats=stats, stdout=proc.stdout)
+
+
+def copy_records(src_rec: Path, dst_rec: Path, count: int) -> None:
+    """Write the first ``count`` records of ``src_rec`` (and an ``.idx``) to ``dst_rec``, unchanged."""
+    import mxnet as mx
+
+    reader = mx.recordio.MXIndexedRecordIO(str(src_rec.with_suffix(".idx")), str(src_rec), "r")
+    writer = mx.recordio.MXIndexedRecordIO(str(dst_rec.with_suffix(".idx")), str(dst_rec), "w")
+    for i, key in enumerate(reader.keys[:count]):
+        writer.write_idx(i, reader.read_idx(key))
+    writer.close()
+    reader.close()
+
+
+@pytest.fixture(scope="session")
+def cifar_small_dir(cifar_rec_dir, tmp_path_factory) -> Path:
+    """Real CIFAR-10 cut small for training tests that run many short processes: the first 320 training and 160
+    validation records of ``cifar_rec_dir`` (the packer shuffles, so every class is there), plus synset.txt."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("cifar10_small")
+    copy_records(cifar_rec_dir / "cifar10_train.rec", out / "cifar10_train.rec", 320)
+    copy_records(cifar_rec_dir / "cifar10_val.rec", out / "cifar10_val.rec", 160)
+    shutil.copyfile(cifar_rec_dir / "synset.txt", out / "synset.txt")
+    return out
+
+
+# Settings under which two training runs are bitwise identical (measured on MXNet 1.9.1 CPU + MKLDNN): one OpenMP
+# thread (no reduction-order races in MKLDNN's convolution backward), the synchronous NaiveEngine, and
+# --preprocess-threads 1 with a per-epoch --seed (the iterator's shuffle and per-image augmentation are seeded).
+DETERMINISTIC_ENV = {"OMP_NUM_THREADS": "1", "MXNET_ENGINE_TYPE": "NaiveEngine", "MXNET_CPU_WORKER_NTHREADS": "1"}
+
+
+def run_train(argv, cwd=None, env=None, timeout: float = 600):
+    """Run ``train_resnet.py argv`` in a fresh process with :data:`DETERMINISTIC_ENV`; returns the
+    ``subprocess.CompletedProcess`` (text stdout/stderr)."""
+    import subprocess
+    import sys
+
+    full_env = dict(os.environ, **DETERMINISTIC_ENV, **(env or {}))
+    return subprocess.run([sys.executable, str(ROOT / "train_resnet.py"), *map(str, argv)], capture_output=True,
+                          text=True, env=full_env, cwd=cwd, timeout=timeout)
+
+
+SMALL_TRAIN_FLAGS = ["--data-type", "cifar10", "--depth", "8", "--batch-size", "32", "--lr-steps", "2",
+                     "--preprocess-threads", "1", "--frequent", "5", "--seed", "1"]
+
+
+@pytest.fixture(scope="session")
+def small_reference_run(cifar_small_dir, tmp_path_factory):
+    """Three uninterrupted epochs of ResNet-8 on ``cifar_small_dir`` (10 updates each, the LR drops x0.1 at
+    Epoch[2]) under :data:`DETERMINISTIC_ENV`: the run every exact-resume and kill test compares against.
+    Returns an object with ``prefix``, ``flags`` (to repeat it), ``stdout`` and ``params`` (epoch 3 as NDArrays)."""
+    import mxnet as mx
+    from types import SimpleNamespace
+
+    prefix = tmp_path_factory.mktemp("small_reference") / "m"
+    flags = [*SMALL_TRAIN_FLAGS, "--data-dir", cifar_small_dir]
+    proc = run_train([*flags, "--end-epoch", "3", "--model-prefix", prefix])
+    if proc.returncode != 0:
+        raise RuntimeError(f"reference run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return SimpleNamespace(prefix=prefix, flags=flags, stdout=proc.stdout,
+                           params=mx.nd.load(f"{prefix}-0003.params"))
