@@ -270,3 +270,15 @@ def test_to_bgr8_every_layout():
     assert to_bgr8(ga).tolist() == [[[127, 127, 127]]]
     deep = np.array([[[0, 65535, 257 * 100]]], np.uint16)
     assert to_bgr8(deep).tolist() == [[[0, 255, 100]]]
+
+
+@pytest.mark.data
+def test_threads_do_not_change_the_output(cifar_small_tree, tmp_path, capsys):
+    """--num-thread 1 and 3 write byte-identical .rec/.idx files (results are written in list order)."""
+    run_tool(["list", str(cifar_small_tree / "test"), "--out", str(tmp_path), "--name", "t"], capsys)
+    for threads in ("1", "3"):
+        code, _, _ = run_tool(["pack", str(tmp_path / "t.lst"), "--root", str(cifar_small_tree / "test"), "--out",
+                               str(tmp_path / threads), "--resize", "40", "--num-thread", threads, "--quiet"], capsys)
+        assert code == 0
+    for name in ("t_40_q90.rec", "t_40_q90.idx"):
+        assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "3" / name).read_bytes()
