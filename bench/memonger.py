@@ -5,7 +5,7 @@ the executor's planned memory (``Total N MB allocated``: activations and interme
 with :func:`symbols.memonger.search_plan`, and times the search. Then each variant trains in a fresh subprocess:
 ``mx.mod.Module`` with NAG (forward, backward, update, as ``train_resnet.py`` does), one warm-up step and
 ``--steps`` timed steps on random 0..255 images, and reports the median step time, its resident memory just
-before the first step, and its peak resident memory (``ru_maxrss``) at the end.
+before the first step, and its peak resident memory (``VmHWM`` of /proc/self/status) at the end.
 
     .venv/bin/python bench/memonger.py                                   # ResNet-1001 b64 and ResNet-200 b8
     .venv/bin/python bench/memonger.py --configs cifar10:164:64 --steps 3 --json /tmp/memonger.json
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -42,10 +40,17 @@ def parse_config(text: str) -> tuple[str, int, int]:
     return parts[0], int(parts[1]), int(parts[2])
 
 
-def _rss_mb() -> float:
-    """Current resident memory of this process, MB."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _status_mb(field: str) -> float:
+    """A memory field of /proc/self/status (``VmRSS``: resident now, ``VmHWM``: peak resident), MB.
+
+    ``VmHWM`` belongs to this process's own address space. ``ru_maxrss`` does not: Linux folds the parent's peak
+    into it across fork/exec, so a worker started by a big parent would report the parent's peak.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def worker(symbol_json: str, shape: tuple[int, ...], steps: int) -> dict:
@@ -62,7 +67,7 @@ def worker(symbol_json: str, shape: tuple[int, ...], steps: int) -> dict:
     rng = np.random.RandomState(0)
     data_batch = mx.io.DataBatch([mx.nd.array(rng.uniform(0, 255, shape))],
                                  [mx.nd.array(rng.randint(0, 10, batch))])
-    rss_before = _rss_mb()
+    rss_before = _status_mb("VmRSS")
     times = []
     for _ in range(steps + 1):
         start = time.perf_counter()
@@ -71,7 +76,7 @@ def worker(symbol_json: str, shape: tuple[int, ...], steps: int) -> dict:
         mx.nd.waitall()
         times.append(time.perf_counter() - start)
     return {"rss_before_step_mb": round(rss_before, 1),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mb": round(_status_mb("VmHWM"), 1),
             "step_s": round(statistics.median(times[1:]), 3), "step_times_s": [round(t, 3) for t in times]}
 
 
