@@ -144,6 +144,25 @@ def plan_ssh(command: Sequence[str], hosts: Sequence[tuple[str, int]], num_worke
     return tasks
 
 
+def _kill_me_with_my_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive SIGKILL when the launcher dies (Linux ``PR_SET_PDEATHSIG``),
+    so a launcher killed with SIGKILL leaves no orphans behind; None where the call is unavailable."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the forked child
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+
+    return preexec
+
+
 def _describe_status(code: int) -> str:
     if code < 0:
         try:
@@ -165,9 +184,11 @@ class Job:
         self._lock = threading.Lock()
 
     def start(self) -> None:
+        preexec = _kill_me_with_my_parent()
         for task in self.tasks:
             proc = subprocess.Popen(task.argv, env=dict(os.environ, **task.env), stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=preexec)
             self.procs.append(proc)
             self.say(f"started {task.name} (pid {proc.pid})")
             pump = threading.Thread(target=self._pump, args=(f"{task.name} {proc.pid}", proc), daemon=True)
