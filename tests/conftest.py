@@ -126,8 +126,9 @@ def small_reference_run(cifar_small_dir, tmp_path_factory):
     """Three uninterrupted epochs of ResNet-8 on ``cifar_small_dir`` (10 updates each, the LR drops x0.1 at
     Epoch[2]) under :data:`DETERMINISTIC_ENV`: the run every exact-resume and kill test compares against.
     Returns an object with ``prefix``, ``flags`` (to repeat it), ``stdout`` and ``params`` (epoch 3 as NDArrays)."""
-    import mxnet as mx
     from types import SimpleNamespace
+
+    import mxnet as mx
 
     prefix = tmp_path_factory.mktemp("small_reference") / "m"
     flags = [*SMALL_TRAIN_FLAGS, "--data-dir", cifar_small_dir]
