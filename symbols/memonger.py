@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass
 
@@ -162,16 +163,42 @@ def plan_for_budget(graph: _Graph, split_points: list[int], budget_mb: float) ->
     return Plan(budget_mb, tuple(kept), kept_bytes / MB, max_segment / MB)
 
 
-def apply_plan(sym: mx.sym.Symbol, kept: tuple[str, ...] | list[str] | None) -> mx.sym.Symbol:
-    """A copy of ``sym`` where every operator recomputes (``force_mirroring='True'``) except those in ``kept``
-    (``'False'``). ``kept=None`` gives a copy with no mirroring at all. ``sym`` itself is left unchanged."""
+# Operators whose gradient needs none of their inputs' values (only the output gradient).
+_GRAD_IGNORES_INPUTS = frozenset({"elemwise_add", "_plus", "_Plus", "ElementWiseSum", "add_n", "_grad_add"})
+
+
+def mkldnn_active() -> bool:
+    """Whether MXNet runs its CPU operators through MKLDNN (the CPU wheel's default; never on a GPU build)."""
+    return mx.runtime.Features().is_enabled("MKLDNN") and os.environ.get("MXNET_MKLDNN_ENABLED", "1") != "0"
+
+
+def apply_plan(sym: mx.sym.Symbol, kept: tuple[str, ...] | list[str] | None,
+               mirror_unread: bool | None = None) -> mx.sym.Symbol:
+    """A copy of ``sym`` where operators recompute (``force_mirroring='True'``) except those in ``kept``
+    (``'False'``). ``kept=None`` gives a copy with no mirroring at all. ``sym`` itself is left unchanged.
+
+    An operator consumed only by kept operators whose gradient ignores their inputs (a kept unit sum's two
+    operands) has an output the backward pass never reads; MXNet still recomputes it when mirrored, for its
+    gradient's control dependency alone, with nowhere to write. MKLDNN's convolution accepts that (and the plan
+    needs less memory); MXNet's own and cuDNN's fail (``req[conv::kOut] == kWriteTo``). ``mirror_unread`` None
+    mirrors such operators only where MKLDNN runs (:func:`mkldnn_active`).
+    """
+    if mirror_unread is None:
+        mirror_unread = mkldnn_active()
     doc = json.loads(sym.tojson())
     keep = set(kept or ())
-    for node in doc["nodes"]:
+    nodes = doc["nodes"]
+    consumers: dict[int, list[dict]] = {}
+    for node in nodes:
+        for src, _, _ in node.get("inputs", []):
+            consumers.setdefault(src, []).append(node)
+    for i, node in enumerate(nodes):
         attrs = node.get("attrs", {})
         attrs.pop(_FORCE, None)
         if node["op"] != "null" and kept is not None:
-            attrs[_FORCE] = "False" if node["name"] in keep else "True"
+            unread = not mirror_unread and bool(consumers.get(i)) and all(
+                c["name"] in keep and c["op"] in _GRAD_IGNORES_INPUTS for c in consumers[i])
+            attrs[_FORCE] = "False" if node["name"] in keep or unread else "True"
         if attrs:
             node["attrs"] = attrs
     return mx.sym.load_json(json.dumps(doc))
