@@ -76,8 +76,15 @@ def add_fit_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     return fit
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one ``error:`` line (a :class:`UserError`), like every other bad input."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see --help)")
+
+
 def build_parser(prog: str = "train_resnet.py") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Train a pre-activation ResNet (ResNet-v2) with MXNet",
+    parser = OneLineParser(prog=prog, description="Train a pre-activation ResNet (ResNet-v2) with MXNet",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_args(parser)
     add_model_args(parser)
