@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import tarfile
 
 import cv2
@@ -71,6 +74,41 @@ def test_gradients_equal_with_and_without_plan(depth, batch):
     assert largest > 1e-3  # the gradients compared are not all zero
 
 
+_NO_MKLDNN_SCRIPT = r"""
+import json, resnetv2, mxnet as mx, numpy as np
+from symbols import get_symbol, memonger
+shape = (4, 3, 32, 32)
+sym = get_symbol(10, 56, "cifar10", memonger=True)
+plan = memonger.search_plan(sym, data=shape)
+rng = np.random.RandomState(0)
+grads = []
+for network in (sym, plan):
+    ex = network.simple_bind(mx.cpu(), grad_req="write", data=shape)
+    for name, array in ex.arg_dict.items():
+        array[:] = (rng.randint(0, 10, array.shape) if name == "softmax_label" else rng.normal(0, 0.1, array.shape))
+    rng = np.random.RandomState(0)
+    ex.forward(is_train=True)
+    ex.backward()
+    mx.nd.waitall()
+    grads.append({k: v.asnumpy() for k, v in ex.grad_dict.items()})
+print(json.dumps({"mkldnn": memonger.mkldnn_active(),
+                  "diff": max(float(np.abs(grads[0][k] - grads[1][k]).max()) for k in grads[0]),
+                  "planned": [memonger.planned_memory_mb(s, data=shape) for s in (sym, plan)]}))
+"""
+
+
+def test_plan_runs_without_mkldnn():
+    """MXNet's own convolution (as on GPU builds) rejects a recomputation nobody reads: the plan avoids it."""
+    env = {**os.environ, "MXNET_MKLDNN_ENABLED": "0", "MXNET_STORAGE_FALLBACK_LOG_VERBOSE": "0"}
+    out = subprocess.run([sys.executable, "-c", _NO_MKLDNN_SCRIPT], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-1500:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["mkldnn"] is False
+    assert result["diff"] < 1e-5
+    assert result["planned"][1] < result["planned"][0]
+
+
 def test_short_training_reaches_same_parameters(cifar_tar):
     """Three NAG steps of CIFAR ResNet-164 on real images: parameters and BN statistics identical."""
     batch = 8
@@ -125,10 +163,19 @@ def test_planner_on_every_depth(data_type, depth, shape):
     middle = memonger.plan_for_budget(graph, split, (keep_all.kept_mb * keep_all.max_segment_mb) ** 0.5)
     assert set(middle.kept) <= set(expected)
     assert keep_all.max_segment_mb <= middle.max_segment_mb <= total_mb
-    mirroring = _mirroring(memonger.apply_plan(sym, middle.kept))
+    mirroring = _mirroring(memonger.apply_plan(sym, middle.kept, mirror_unread=True))
     ops = [n["name"] for n in graph.nodes if n["op"] != "null"]
     assert sorted(mirroring) == sorted(ops)
     assert sorted(k for k, v in mirroring.items() if v == "False") == sorted(middle.kept)
+    # Without MKLDNN a kept sum's operands that nothing else reads are not mirrored: the body's last conv, and
+    # on a stage's first unit the projection shortcut (an identity shortcut is read by the unit's bn1 too).
+    safe = _mirroring(memonger.apply_plan(sym, middle.kept, mirror_unread=False))
+    last_conv = "conv3" if spec.bottleneck else "conv2"
+    expected_false = set(middle.kept)
+    for kept in middle.kept:
+        unit = kept[: -len("_plus")]
+        expected_false |= {f"{unit}_{last_conv}"} | ({f"{unit}_sc"} if unit.endswith("_unit1") else set())
+    assert sorted(k for k, v in safe.items() if v == "False") == sorted(expected_false)
 
 
 def test_tiny_depth_returns_a_plan_that_saves_nothing():
