@@ -21,6 +21,7 @@ Do not time anything while other jobs load the machine; compare ratios only.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -47,22 +48,20 @@ def model_shape(model: str) -> tuple[tuple[int, int, int], int]:
 
 # ---------------------------------------------------------------- timing (shared by every engine, torch too)
 
-TIMING_CODE = r'''
-import time
-def time_steps(step, warmup, seconds, min_steps, max_steps):
-    """Run `step` `warmup` times, then enough times to fill `seconds` (within [min_steps, max_steps]).
-    Returns the per-step wall times in seconds."""
+def time_steps(step, warmup: int, seconds: float, min_steps: int, max_steps: int) -> list[float]:
+    """Run ``step`` ``warmup`` times, then until ``seconds`` are filled (within [min_steps, max_steps]).
+
+    Returns the wall time of every timed step in seconds. Its source is also sent to the PyTorch worker.
+    """
     for _ in range(warmup):
         step()
-    times = []
+    times: list[float] = []
     start = time.perf_counter()
     while len(times) < max_steps and (len(times) < min_steps or time.perf_counter() - start < seconds):
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
     return times
-'''
-exec(TIMING_CODE)  # defines time_steps here; the torch worker gets the same text
 
 
 def summarize(times: list[float], batch: int) -> dict:
@@ -207,8 +206,8 @@ def _worker_gluoncv(model: str, batch: int, variant: str, what: str, timing: dic
     return summarize(time_steps(step, **timing), batch)
 
 
-TORCH_WORKER = TIMING_CODE + r'''
-import importlib.util, json, sys
+TORCH_WORKER = r'''
+import importlib.util, json, sys, time
 import torch, torch.nn.functional as F
 args = json.loads(sys.argv[1])
 spec = importlib.util.spec_from_file_location("peer_torch", args["peer"])
@@ -264,7 +263,7 @@ def cell_command(engine: str, variant: str, model: str, batch: int, what: str, t
         shape, classes = model_shape(model)
         spec = {"peer": str(PEERS / "peer_torch.py"), "model": model, "batch": batch, "what": what,
                 "shape": list(shape), "classes": classes, "channels_last": channels_last, "timing": timing}
-        return [torch_python, "-c", TORCH_WORKER, json.dumps(spec)]
+        return [torch_python, "-c", inspect.getsource(time_steps) + TORCH_WORKER, json.dumps(spec)]
     return [sys.executable, str(Path(__file__).resolve()), "--worker", engine, "--variant", variant,
             "--models", model, "--batches", str(batch), "--what", what, "--timing", json.dumps(timing)]
 
@@ -286,34 +285,39 @@ def median_cell(results: list[dict]) -> dict:
     return {k: round(statistics.median(r[k] for r in results), 3) for k in keys} | {"runs": len(results)}
 
 
-def ratios(rows: dict) -> dict:
-    """For every (model, batch, what): ours (each engine/variant) divided by each peer's img/s."""
+def ratios(raw: dict) -> dict:
+    """Ours (each engine/variant) / each peer, img/s: the median over rounds of the ratio within a round.
+
+    A ratio of two cells timed minutes apart in the same round is far steadier on a shared machine than the
+    ratio of two medians. Keys: ``model|batch|what|engine/variant|peer``.
+    """
     out = {}
-    for (model, batch, what), cells in rows.items():
+    for (model, batch, what), cells in raw.items():
         for ours in [f"{e}/{v}" for e in OURS for v in VARIANTS]:
-            for peer in ("gluoncv/-", "torch/-"):
-                if ours in cells and peer in cells:
-                    out[f"{model}|{batch}|{what}|{ours}|{peer.split('/')[0]}"] = round(
-                        cells[ours]["img_s"] / cells[peer]["img_s"], 3)
+            for peer in ("gluoncv/-", "torch/-", "module/base", "gluon/base"):
+                if ours in cells and peer in cells and peer != ours and not (
+                        peer.endswith("/base") and not ours.startswith(peer.split("/")[0])):
+                    pairs = list(zip(cells[ours], cells[peer]))
+                    out[f"{model}|{batch}|{what}|{ours}|{peer.removesuffix('/-')}"] = round(
+                        statistics.median(a["img_s"] / b["img_s"] for a, b in pairs), 3)
     return out
 
 
-def format_table(rows: dict) -> str:
-    """Markdown table: one line per (model, batch, what), img/s per engine, fast ratios to each peer."""
+def format_table(rows: dict, ratio: dict) -> str:
+    """Markdown table: one line per (model, batch, what): median img/s per engine, the best of ours, its ratios."""
     cols = [f"{e}/{v}" for e in OURS for v in VARIANTS] + ["gluoncv/-", "torch/-"]
     head = ["model", "batch", "what"] + [c.replace("/-", "") for c in cols] + [
-        "best ours", "÷gluoncv", "÷torch", "p50/p90 ms best ours"]
+        "best ours", "÷ own base", "÷ gluoncv", "÷ torch", "p50/p90 ms"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (model, batch, what), cells in rows.items():
         ours = [c for c in cols[:4] if c in cells and c.endswith("/fast")] or [c for c in cols[:4] if c in cells]
         best = max(ours, key=lambda c: cells[c]["img_s"]) if ours else None
         vals = [f"{cells[c]['img_s']:.2f}" if c in cells else "–" for c in cols]
-
-        def ratio(peer: str) -> str:
-            return f"{cells[best]['img_s'] / cells[peer]['img_s']:.2f}" if best and peer in cells else "–"
+        key = f"{model}|{batch}|{what}|{best}|"
+        own = f"{best.split('/')[0]}/base" if best else ""
+        rat = [f"{ratio[key + p]:.2f}" if key + p in ratio else "–" for p in (own, "gluoncv", "torch")]
         lat = f"{cells[best]['p50_ms']:.1f}/{cells[best]['p90_ms']:.1f}" if best else "–"
-        lines.append("| " + " | ".join([model, str(batch), what] + vals + [
-            best or "–", ratio("gluoncv/-"), ratio("torch/-"), lat]) + " |")
+        lines.append("| " + " | ".join([model, str(batch), what] + vals + [best or "–"] + rat + [lat]) + " |")
     return "\n".join(lines)
 
 
@@ -379,13 +383,14 @@ def main(argv: list[str] | None = None) -> int:
                             if result:
                                 raw.setdefault((model, batch, what), {}).setdefault(tag, []).append(result)
     rows = {key: {tag: median_cell(rs) for tag, rs in cells.items()} for key, cells in raw.items()}
-    print(format_table(rows))
+    ratio = ratios(raw)
+    print(format_table(rows, ratio))
     report = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "timing": timing,
               "cells": [{"model": m, "batch": b, "what": w, "engine": t, **c}
                         for (m, b, w), cells in rows.items() for t, c in cells.items()],
               "raw": [{"model": m, "batch": b, "what": w, "engine": t, "runs": rs}
                       for (m, b, w), cells in raw.items() for t, rs in cells.items()],
-              "ratios": ratios(rows)}
+              "ratios": ratio}
     text = json.dumps(report, indent=1)
     if args.json:
         from resnetv2.fileio import atomic_write_text

@@ -185,13 +185,15 @@ class InferenceModel:
     """
 
     def __init__(self, sym: mx.sym.Symbol, arg_params: dict, aux_params: dict, data_shape: tuple,
-                 fold_bn: bool = True, fuse: bool = True, ctx: mx.Context | None = None):
+                 fold_bn: bool = True, fuse: bool = True, bn_relu: bool = True, ctx: mx.Context | None = None):
         self.ctx = ctx or mx.cpu()
         sym = strip_softmax(sym)
         if fold_bn:
             sym, arg_params, aux_params, self.folded = fold_conv_bn(sym, arg_params, aux_params)
         else:
             self.folded = []
+        if bn_relu:
+            sym = training_graph(sym, mean_pool=False)[0]
         if fuse and self.ctx.device_type == "cpu":
             sym = fuse_mkldnn(sym, arg_params, aux_params)
         self.symbol, self.data_shape = sym, tuple(data_shape)

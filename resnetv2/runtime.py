@@ -1,15 +1,57 @@
-"""Process-level MXNet settings for speed on CPU; call :func:`configure` before the first ``import mxnet``."""
+"""Process-level MXNet settings for speed on CPU, none of which changes a result.
+
+Call :func:`configure` at the top of an entry point, before the first ``import mxnet`` (OpenMP and MXNet's engine
+read their variables once, when the library loads). A variable the user already set is left alone, so every
+setting can be overridden from the shell. The measurements behind each value are in bench/RESULTS.md ("Speed").
+"""
 from __future__ import annotations
 
 import os
 
-SETTINGS: dict[str, str] = {}
+
+def physical_cores() -> int:
+    """CPUs this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def omp_threads(cores: int, load: float) -> int:
+    """OpenMP threads for MXNet's kernels on ``cores`` CPUs with a 1-minute load average of ``load``.
+
+    All cores when the machine is otherwise idle (load below half the cores); one thread when other processes
+    keep the cores busy: an OpenMP team waits at every barrier for its slowest thread, so a descheduled thread
+    stalls every op (measured here: CIFAR ResNet-20 training 3-4x slower with 2 threads than 1 at load 6).
+    MXNet 1.9's own default on x86 is half the logical CPUs (it assumes hyper-threads): 1 on a 2-vCPU box.
+    """
+    return max(1, cores) if load < cores / 2 else 1
+
+
+def recommended_settings() -> dict[str, str]:
+    """The environment variables :func:`configure` sets, with their values for this machine now."""
+    cores = physical_cores()
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return {
+        "OMP_NUM_THREADS": str(omp_threads(cores, load)),
+        # MXNet's engine: one CPU worker thread issuing ops (each op is itself OpenMP-parallel)
+        "MXNET_CPU_WORKER_NTHREADS": "1",
+        # no "Subgraph backend MKLDNN is activated" line for every inference executor
+        "MXNET_SUBGRAPH_VERBOSE": "0",
+    }
 
 
 def configure(overrides: dict[str, str] | None = None) -> dict[str, str]:
-    """Set each speed setting in ``os.environ`` unless the user already set it; returns what was set."""
+    """Set each of :func:`recommended_settings` (updated by ``overrides``) in ``os.environ`` unless already set.
+
+    Returns the variables it set, with their values. Warns nothing and changes nothing else; calling it after
+    MXNet was imported only affects settings MXNet reads later (the optimizer's, the subgraph pass's).
+    """
     applied = {}
-    for key, value in {**SETTINGS, **(overrides or {})}.items():
+    for key, value in {**recommended_settings(), **(overrides or {})}.items():
         if key not in os.environ:
             os.environ[key] = value
             applied[key] = value
