@@ -15,6 +15,9 @@ from resnetv2.train_args import build_parser, resolve_args
 
 
 def main(argv: list[str] | None = None) -> int:
+    from resnetv2 import runtime
+
+    runtime.configure()  # process-level speed settings, before MXNet loads (see resnetv2/runtime.py)
     args = resolve_args(build_parser().parse_args(argv))
     from resnetv2.fit import fit
 

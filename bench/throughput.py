@@ -208,8 +208,10 @@ def _worker_gluoncv(model: str, batch: int, variant: str, what: str, timing: dic
 
 TORCH_WORKER = r'''
 import importlib.util, json, sys, time
-import torch, torch.nn.functional as F
+import os, torch, torch.nn.functional as F
 args = json.loads(sys.argv[1])
+if os.environ.get("OMP_NUM_THREADS"):
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 spec = importlib.util.spec_from_file_location("peer_torch", args["peer"])
 peer = importlib.util.module_from_spec(spec); spec.loader.exec_module(peer)
 arch = {"resnet50_v2": (peer.Bottleneck, [3, 4, 6, 3], [64, 256, 512, 1024, 2048], True),
@@ -336,6 +338,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=1, help="rounds over all cells; the table shows medians")
     p.add_argument("--torch-python", default=None, help="python of a venv with torch (peer_torch.py)")
     p.add_argument("--torch-nchw", action="store_true", help="PyTorch in NCHW instead of channels_last")
+    p.add_argument("--threads", type=int, default=None,
+                   help="the same OpenMP/intra-op thread count for every engine (default: each one's own default: "
+                        "MXNet 1.9 half the logical CPUs, PyTorch all cores, ours resnetv2.runtime's choice)")
     p.add_argument("--json", type=Path, default=None, help="write every cell and ratio here")
     p.add_argument("--worker", choices=tuple(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--variant", default="base", help=argparse.SUPPRESS)
@@ -360,8 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     timing = {"warmup": args.warmup, "seconds": args.seconds, "min_steps": args.min_steps,
               "max_steps": args.max_steps}
     env = {**os.environ}
-    env.pop("OMP_NUM_THREADS", None)  # every engine starts from the machine's defaults
+    env.pop("OMP_NUM_THREADS", None)  # every engine starts from its own defaults...
     env.pop("MXNET_CPU_WORKER_NTHREADS", None)
+    if args.threads:  # ...unless one thread count is asked for all
+        env["OMP_NUM_THREADS"] = str(args.threads)
     raw: dict = {}
     for rnd in range(args.repeat):
         for model in args.models:
@@ -378,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
                             result = run_cell(cmd, batch, env)
                             tag = f"{engine}/{variant}"
                             print(f"[{rnd + 1}/{args.repeat}] {model} bs{batch} {what} {tag}: "
-                                  f"{result and result['img_s']} img/s ({time.perf_counter() - t0:.0f} s)",
+                                  f"{result and result['img_s']} img/s ({time.perf_counter() - t0:.0f} s, "
+                                  f"load {os.getloadavg()[0]:.1f})",
                                   file=sys.stderr, flush=True)
                             if result:
                                 raw.setdefault((model, batch, what), {}).setdefault(tag, []).append(result)
@@ -386,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = ratios(raw)
     print(format_table(rows, ratio))
     report = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "timing": timing,
+              "threads": args.threads, "loadavg_end": os.getloadavg(),
               "cells": [{"model": m, "batch": b, "what": w, "engine": t, **c}
                         for (m, b, w), cells in rows.items() for t, c in cells.items()],
               "raw": [{"model": m, "batch": b, "what": w, "engine": t, "runs": rs}

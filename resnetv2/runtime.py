@@ -7,6 +7,10 @@ setting can be overridden from the shell. The measurements behind each value are
 from __future__ import annotations
 
 import os
+import sys
+
+# read once when libmxnet / libgomp load: setting them later has no effect (and would only leak into children)
+LOAD_TIME = ("OMP_NUM_THREADS", "MXNET_CPU_WORKER_NTHREADS")
 
 
 def physical_cores() -> int:
@@ -47,12 +51,13 @@ def recommended_settings() -> dict[str, str]:
 def configure(overrides: dict[str, str] | None = None) -> dict[str, str]:
     """Set each of :func:`recommended_settings` (updated by ``overrides``) in ``os.environ`` unless already set.
 
-    Returns the variables it set, with their values. Warns nothing and changes nothing else; calling it after
-    MXNet was imported only affects settings MXNet reads later (the optimizer's, the subgraph pass's).
+    Returns the variables it set, with their values. Called after MXNet was imported (a test calling a CLI's
+    ``main`` in-process), it leaves the load-time variables (:data:`LOAD_TIME`) alone.
     """
     applied = {}
+    loaded = "mxnet" in sys.modules
     for key, value in {**recommended_settings(), **(overrides or {})}.items():
-        if key not in os.environ:
+        if key not in os.environ and not (loaded and key in LOAD_TIME):
             os.environ[key] = value
             applied[key] = value
     return applied
