@@ -28,6 +28,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,6 +78,27 @@ def summarize(times: list[float], batch: int) -> dict:
 
 # ---------------------------------------------------------------- MXNet workers (run in a subprocess)
 
+def _measure(step, timing: dict, batch: int) -> dict:
+    """Time ``step``; with ``timing['profile']`` (a file path) also run 3 steps under MXNet's profiler, per op
+    (bulk execution off), and write its aggregate table (time per operator, ms over the 3 steps) there."""
+    timing = dict(timing)
+    profile = timing.pop("profile", None)
+    result = summarize(time_steps(step, **timing), batch)
+    if profile:
+        import mxnet as mx
+        trace = os.path.join(tempfile.gettempdir(), f"throughput-profile-{os.getpid()}.json")  # not kept
+        mx.profiler.set_config(profile_all=True, aggregate_stats=True, filename=trace)
+        mx.profiler.set_state("run")
+        start = time.perf_counter()
+        for _ in range(3):
+            step()
+        mx.nd.waitall()
+        mx.profiler.set_state("stop")
+        Path(profile).write_text(f"3 steps, {time.perf_counter() - start:.3f} s wall\n"
+                                 + mx.profiler.dumps(sort_by="total", ascending=False))
+    return result
+
+
 def _mx_data(batch: int, shape: tuple, classes: int):
     import mxnet as mx
     rng = mx.random.seed(7) or None  # noqa: F841
@@ -109,7 +131,7 @@ def _worker_module(model: str, batch: int, variant: str, what: str, timing: dict
             mod.forward_backward(dbatch)
             mod.update()
             mx.nd.waitall()
-        return summarize(time_steps(step, **timing), batch)
+        return _measure(step, timing, batch)
     mod = mx.mod.Module(sym, context=mx.cpu())
     mod.bind(data_shapes=[("data", data.shape)], label_shapes=[("softmax_label", label.shape)])
     mod.init_params(init)
@@ -129,7 +151,7 @@ def _worker_module(model: str, batch: int, variant: str, what: str, timing: dict
         def step():
             mod.forward(dbatch, is_train=False)
             mod.get_outputs()[0].wait_to_read()
-    return summarize(time_steps(step, **timing), batch)
+    return _measure(step, timing, batch)
 
 
 def _worker_gluon(model: str, batch: int, variant: str, what: str, timing: dict) -> dict:
@@ -160,7 +182,7 @@ def _worker_gluon(model: str, batch: int, variant: str, what: str, timing: dict)
             loss.backward()
             trainer.step(batch)
             mx.nd.waitall()
-        return summarize(time_steps(step, **timing), batch)
+        return _measure(step, timing, batch)
     if variant == "fast":
         net = fastpath.gluon_inference_block(net, data.shape)
     else:
@@ -168,7 +190,7 @@ def _worker_gluon(model: str, batch: int, variant: str, what: str, timing: dict)
 
     def step():
         net(data).wait_to_read()
-    return summarize(time_steps(step, **timing), batch)
+    return _measure(step, timing, batch)
 
 
 def _gluoncv_net(model: str, classes: int):
@@ -203,7 +225,7 @@ def _worker_gluoncv(model: str, batch: int, variant: str, what: str, timing: dic
     else:
         def step():
             net(data).wait_to_read()
-    return summarize(time_steps(step, **timing), batch)
+    return _measure(step, timing, batch)
 
 
 TORCH_WORKER = r'''
@@ -342,6 +364,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the same OpenMP/intra-op thread count for every engine (default: each one's own default: "
                         "MXNet 1.9 half the logical CPUs, PyTorch all cores, ours resnetv2.runtime's choice)")
     p.add_argument("--json", type=Path, default=None, help="write every cell and ratio here")
+    p.add_argument("--profile-dir", type=Path, default=None,
+                   help="also profile our cells (MXNet profiler, per op) into this folder, one table per cell")
     p.add_argument("--worker", choices=tuple(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--variant", default="base", help=argparse.SUPPRESS)
     p.add_argument("--timing", default="{}", help=argparse.SUPPRESS)
@@ -367,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ}
     env.pop("OMP_NUM_THREADS", None)  # every engine starts from its own defaults...
     env.pop("MXNET_CPU_WORKER_NTHREADS", None)
+    if args.profile_dir:
+        env["MXNET_EXEC_BULK_EXEC_TRAIN"] = "0"  # per-op times (bulked segments hide which op costs what)
+        env["MXNET_EXEC_BULK_EXEC_INFERENCE"] = "0"
     if args.threads:  # ...unless one thread count is asked for all
         env["OMP_NUM_THREADS"] = str(args.threads)
     raw: dict = {}
@@ -377,7 +404,12 @@ def main(argv: list[str] | None = None) -> int:
                 for what in args.what:
                     for engine in args.engines:
                         for variant in (args.variants if engine in OURS else ["-"]):
-                            cmd = cell_command(engine, variant, model, batch, what, timing, args.torch_python,
+                            cell_timing = dict(timing)
+                            if args.profile_dir and engine in OURS:
+                                args.profile_dir.mkdir(parents=True, exist_ok=True)
+                                cell_timing["profile"] = str(args.profile_dir.resolve()
+                                                             / f"{model}-bs{batch}-{what}-{engine}-{variant}.txt")
+                            cmd = cell_command(engine, variant, model, batch, what, cell_timing, args.torch_python,
                                                not args.torch_nchw)
                             if cmd is None:
                                 continue
