@@ -1,0 +1,63 @@
+"""tools/score.py: top-1/top-5 over a .rec equal the training's own validation and a count done by hand."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_onnx import load_tool, random_checkpoint
+from test_predict import held_out_subset
+
+import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
+
+
+@pytest.mark.data
+def test_score_equals_the_trainings_validation_accuracy(trained_cifar, capsys):
+    """The whole CIFAR-10 test set (10,000 images): the same accuracy train_resnet.py logged for its last epoch."""
+    score = load_tool("tools/score.py")
+    rec = trained_cifar.data_dir / "cifar10_val.rec"
+    assert score.main(["--prefix", trained_cifar.prefix, "--epoch", str(trained_cifar.epoch), "--rec", str(rec),
+                       "--batch-size", "128", "--json", "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 10000
+    assert result["top1"] == pytest.approx(trained_cifar.val_accuracy, abs=1e-6)
+    assert result["top1"] < result["top5"] <= 1.0 and result["images_per_second"] > 0
+
+
+def test_score_counts_by_hand(tmp_path):
+    """A random network on a small .rec: top-1/top-5 equal the counts made from its own probabilities."""
+    import cv2
+    import mxnet as mx
+
+    from resnetv2.predictor import load_model, score_record
+
+    prefix = random_checkpoint(tmp_path / "resnet-cifar10-20-0", 20, "cifar10", 10, seed=1)
+    rng = np.random.RandomState(2)
+    images = rng.randint(0, 256, (37, 32, 32, 3), dtype=np.uint8)  # 37: the last batch of 16 is padded
+    labels = rng.randint(0, 10, 37)
+    writer = mx.recordio.MXIndexedRecordIO(str(tmp_path / "t.idx"), str(tmp_path / "t.rec"), "w")
+    for i, (img, label) in enumerate(zip(images, labels)):
+        header = mx.recordio.IRHeader(0, float(label), i, 0)
+        writer.write_idx(i, mx.recordio.pack(header, cv2.imencode(".png", img[:, :, ::-1])[1].tobytes()))
+    writer.close()
+    model = load_model(prefix, 1, batch_size=16)
+    result = score_record(model, tmp_path / "t.rec", progress=False)
+    probs = np.concatenate([model.predict(images[i:i + 16].transpose(0, 3, 1, 2).astype(np.float32))
+                            for i in range(0, 37, 16)])
+    order = np.argsort(-probs, axis=1, kind="stable")
+    assert result.images == 37 and result.top_k == 5
+    assert result.top1 == (order[:, 0] == labels).sum() / 37
+    assert result.top5 == (order[:, :5] == labels[:, None]).any(axis=1).sum() / 37
+    assert 0 < result.top1 < result.top5 < 1  # both counts are informative here
+
+
+@pytest.mark.data
+def test_score_cli_text(trained_cifar, tmp_path, capsys):
+    rec, _, _ = held_out_subset(trained_cifar.data_dir / "cifar10_val.rec", tmp_path, 100, 97)
+    score = load_tool("tools/score.py")
+    assert score.main(["--prefix", trained_cifar.prefix, "--epoch", str(trained_cifar.epoch), "--rec", str(rec),
+                       "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{rec}: 100 images"
+    assert lines[1].startswith("top-1 accuracy = 0.") and lines[2].startswith("top-5 accuracy = 0.")
+    assert lines[3].startswith("speed = ") and lines[3].endswith("decode included)")
