@@ -102,10 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         runs[name] = parse_file(log)
     plotted = {name: recs for name, recs in runs.items()
                if error_series(recs, args.metric, "train")[0] or error_series(recs, args.metric, "val")[0]}
-    for name in runs.keys() - plotted.keys():
-        print(f"plot_curve.py: warning: {name}: no {args.metric} accuracy in this log; left out", file=sys.stderr)
     if not plotted:
         raise UserError(f"no {args.metric} accuracy in {', '.join(map(str, logs))}")
+    for name in runs:
+        if name not in plotted:
+            print(f"plot_curve.py: warning: {name}: no {args.metric} accuracy in this log; left out", file=sys.stderr)
     fig = make_figure(plotted, args.metric)
     _write(out, lambda tmp: fig.savefig(tmp, format=out.suffix.lstrip(".").lower()))
     if args.csv:

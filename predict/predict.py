@@ -17,6 +17,7 @@ from pathlib import Path
 import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
 from resnetv2.errors import UserError, run_cli
 from resnetv2.predictor import (
+    check_checkpoint,
     find_images,
     format_prediction,
     load_model,
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.top_k <= 0:
         raise UserError(f"--top-k must be positive, got {args.top_k}")
     images = find_images(args.img)
+    check_checkpoint(args.prefix, args.epoch)
     image_shape = parse_image_shape(args.image_shape) if args.image_shape else None
     model = load_model(args.prefix, args.epoch, pick_context(args.gpu, args.cpu), args.batch_size, image_shape)
     if args.num_classes is not None and args.num_classes != model.num_classes:

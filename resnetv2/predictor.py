@@ -55,9 +55,9 @@ def check_checkpoint(prefix: str | os.PathLike, epoch: int) -> tuple[Path, Path]
 
 def load_checkpoint(prefix: str | os.PathLike, epoch: int):
     """``(symbol, arg_params, aux_params)`` of a checkpoint, with clear errors for missing or damaged files."""
+    symbol_file, params_file = check_checkpoint(prefix, epoch)  # before importing MXNet: a fast, clear error
     import mxnet as mx
 
-    symbol_file, params_file = check_checkpoint(prefix, epoch)
     try:
         symbol = mx.sym.load(str(symbol_file))
     except mx.base.MXNetError:

@@ -23,7 +23,7 @@ import numpy as np
 import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
 from resnetv2.errors import UserError, run_cli
 from resnetv2.fileio import atomic_path
-from resnetv2.predictor import Model, load_model, parse_image_shape
+from resnetv2.predictor import Model, check_checkpoint, load_model, parse_image_shape
 
 
 @dataclass
@@ -96,6 +96,7 @@ def export_onnx(prefix: str, epoch: int, out: str | os.PathLike, image_shape: Se
     if not out.parent.is_dir():
         what = "is not a directory" if out.parent.exists() else "does not exist"
         raise UserError(f"cannot write {out}: {out.parent} {what}")
+    check_checkpoint(prefix, epoch)
     model = load_model(prefix, epoch, batch_size=max(check_batch, 1), image_shape=image_shape)
     diff = None
     try:

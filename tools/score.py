@@ -13,7 +13,7 @@ import os
 
 import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
 from resnetv2.errors import UserError, run_cli
-from resnetv2.predictor import load_model, parse_image_shape, pick_context, score_record
+from resnetv2.predictor import check_checkpoint, load_model, parse_image_shape, pick_context, score_record
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")  # no "Subgraph backend MKLDNN is activated" lines
     from resnetv2.data import check_record_file
 
+    check_checkpoint(args.prefix, args.epoch)
     check_record_file(args.rec)
     shape = parse_image_shape(args.image_shape) if args.image_shape else None
     model = load_model(args.prefix, args.epoch, pick_context(args.gpu, args.cpu), args.batch_size, shape)

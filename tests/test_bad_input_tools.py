@@ -1,0 +1,248 @@
+"""Bad input to the after-training tools (plot_curve, predict, score, export_onnx): one clear line on stderr, a
+non-zero exit (2), no traceback, and every good file that was there before left byte-for-byte unchanged.
+
+predict's choice for images that do not decode: each is reported on stderr and skipped, the others are
+classified; the exit status is 0 when at least one image was classified, 2 when none was.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_logparse import CLASSIC_WITH_RESTART
+from test_onnx import random_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+PLOT, PREDICT = ROOT / "log" / "plot_curve.py", ROOT / "predict" / "predict.py"
+SCORE, EXPORT = ROOT / "tools" / "score.py", ROOT / "tools" / "export_onnx.py"
+ENV = dict(os.environ, OMP_NUM_THREADS="1", MXNET_CPU_WORKER_NTHREADS="1")
+
+
+def run(script: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True, env=ENV,
+                          timeout=300)
+
+
+def fails_with(proc: subprocess.CompletedProcess, script: Path, message: str) -> None:
+    """Exit 2 and exactly one stderr line, ``<script>: error: ...`` containing ``message``."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith(f"{script.name}: error: ") and message in lines[0], lines[0]
+
+
+def snapshot(*folders: Path) -> dict[str, str]:
+    """sha256 of every file under ``folders`` (a partial file left behind would show up too)."""
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+            for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """A random CIFAR ResNet-20 checkpoint with its synset, 3 good images, a small .rec/.idx, a good log and a
+    good previous curve.png and model.onnx in an output folder."""
+    import cv2
+    import mxnet as mx
+
+    root = tmp_path_factory.mktemp("bad_input_tools")
+    prefix = random_checkpoint(root / "model" / "resnet-cifar10-20-0", 20, "cifar10", 10, calibrate=False)
+    (root / "model" / "synset.txt").write_text("".join(f"class{i}\n" for i in range(10)))
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.RandomState(0)
+    (root / "data").mkdir()
+    writer = mx.recordio.MXIndexedRecordIO(str(root / "data" / "val.idx"), str(root / "data" / "val.rec"), "w")
+    for i in range(3):
+        img = rng.randint(0, 256, (32, 32, 3), dtype=np.uint8)
+        cv2.imwrite(str(images / f"good{i}.png"), img)
+        writer.write_idx(i, mx.recordio.pack(mx.recordio.IRHeader(0, float(i), i, 0),
+                                             cv2.imencode(".png", img)[1].tobytes()))
+    writer.close()
+    out = root / "out"
+    out.mkdir()
+    (out / "curve.png").write_bytes(b"\x89PNG good old curve")
+    (out / "model.onnx").write_bytes(b"good old onnx")
+    (root / "good.log").write_text(CLASSIC_WITH_RESTART)
+    return root, prefix
+
+
+def test_plot_curve_missing_log(work):
+    root, _ = work
+    before = snapshot(root)
+    proc = run(PLOT, "--logs", f"{root / 'good.log'},{root / 'nope.log'}", "--out", root / "out" / "curve.png")
+    fails_with(proc, PLOT, f"{root / 'nope.log'}: no such log file")
+    assert snapshot(root) == before
+
+
+def test_plot_curve_log_is_a_directory(work):
+    root, _ = work
+    before = snapshot(root)
+    fails_with(run(PLOT, "--logs", root / "images", "--out", root / "out" / "curve.png"), PLOT,
+               f"{root / 'images'}: is a directory, not a log file")
+    assert snapshot(root) == before
+
+
+def test_plot_curve_empty_log(work, tmp_path):
+    root, _ = work
+    (tmp_path / "empty.log").write_text("\n\n")
+    before = snapshot(root, tmp_path)
+    fails_with(run(PLOT, "--logs", tmp_path / "empty.log", "--out", root / "out" / "curve.png"), PLOT,
+               f"{tmp_path / 'empty.log'}: log file is empty")
+    assert snapshot(root, tmp_path) == before
+
+
+def test_plot_curve_unparsable_log(work, tmp_path):
+    root, _ = work
+    (tmp_path / "notes.log").write_text("this is not a training log\nEpoch 3 went well\n")
+    before = snapshot(root, tmp_path)
+    fails_with(run(PLOT, "--logs", tmp_path / "notes.log", "--out", root / "out" / "curve.png"), PLOT,
+               f"{tmp_path / 'notes.log'}: no MXNet training lines found")
+    assert snapshot(root, tmp_path) == before
+
+
+def test_plot_curve_no_top5_in_any_log(work):
+    root, _ = work
+    before = snapshot(root)
+    fails_with(run(PLOT, "--logs", root / "good.log", "--out", root / "out" / "curve.png", "--metric", "top5"),
+               PLOT, f"no top5 accuracy in {root / 'good.log'}")
+    assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("case", ["parent is a file", "no such folder", "target is a folder"])
+def test_plot_curve_output_not_writable(work, tmp_path, case):
+    root, _ = work
+    (tmp_path / "afile").write_text("keep me")
+    (tmp_path / "taken.png").mkdir()
+    out, message = {
+        "parent is a file": (tmp_path / "afile" / "curve.png", f"{tmp_path / 'afile'} is not a directory"),
+        "no such folder": (tmp_path / "missing" / "curve.png", f"directory {tmp_path / 'missing'} does not exist"),
+        "target is a folder": (tmp_path / "taken.png", f"cannot write {tmp_path / 'taken.png'}: Is a directory"),
+    }[case]
+    before = snapshot(root, tmp_path)
+    fails_with(run(PLOT, "--logs", root / "good.log", "--out", out), PLOT, message)
+    assert snapshot(root, tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "taken.png"]  # no partial file left
+
+
+def test_predict_undecodable_image_is_skipped_and_the_others_run(work, tmp_path):
+    root, prefix = work
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    before = snapshot(root, tmp_path)
+    proc = run(PREDICT, "--img", root / "images" / "good0.png", bad, root / "images" / "good1.png",
+               "--prefix", prefix, "--epoch", 1, "--top-k", 2)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"predict.py: warning: {bad}: cannot decode image (skipped)"]
+    heads = [line for line in proc.stdout.splitlines() if not line[0].isdigit()]
+    assert heads == [str(root / "images" / "good0.png"), str(root / "images" / "good1.png")]
+    assert snapshot(root, tmp_path) == before
+
+    proc = run(PREDICT, "--img", bad, "--prefix", prefix, "--epoch", 1)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [f"predict.py: warning: {bad}: cannot decode image (skipped)",
+                                                "predict.py: error: none of the 1 image(s) could be classified"]
+    assert snapshot(root, tmp_path) == before
+
+
+def test_predict_missing_checkpoint_epoch(work):
+    root, prefix = work
+    before = snapshot(root)
+    fails_with(run(PREDICT, "--img", root / "images", "--prefix", prefix, "--epoch", 7), PREDICT,
+               f"{prefix}-0007.params: no checkpoint for epoch 7 (saved epochs: 1)")
+    assert snapshot(root) == before
+
+
+def test_predict_missing_prefix(work):
+    root, _ = work
+    before = snapshot(root)
+    fails_with(run(PREDICT, "--img", root / "images", "--prefix", root / "model" / "resnet-oops", "--epoch", 1),
+               PREDICT, f"{root / 'model' / 'resnet-oops'}-symbol.json: no such checkpoint symbol file")
+    assert snapshot(root) == before
+
+
+def test_predict_num_classes_not_matching_the_checkpoint(work):
+    root, prefix = work
+    before = snapshot(root)
+    fails_with(run(PREDICT, "--img", root / "images", "--prefix", prefix, "--epoch", 1, "--num-classes", 1000),
+               PREDICT, "--num-classes 1000 does not match the checkpoint: its fc1 has 10 outputs")
+    assert snapshot(root) == before
+
+
+def test_predict_synset_size_not_matching_the_checkpoint(work, tmp_path):
+    root, prefix = work
+    (tmp_path / "synset.txt").write_text("cat\ndog\n")
+    before = snapshot(root, tmp_path)
+    fails_with(run(PREDICT, "--img", root / "images", "--prefix", prefix, "--epoch", 1, "--synset",
+                   tmp_path / "synset.txt"), PREDICT,
+               f"{tmp_path / 'synset.txt'}: 2 class names, but the checkpoint's fc1 has 10 outputs")
+    assert snapshot(root, tmp_path) == before
+
+
+def test_score_missing_checkpoint_epoch(work):
+    root, prefix = work
+    before = snapshot(root)
+    fails_with(run(SCORE, "--prefix", prefix, "--epoch", 3, "--rec", root / "data" / "val.rec"), SCORE,
+               f"{prefix}-0003.params: no checkpoint for epoch 3 (saved epochs: 1)")
+    assert snapshot(root) == before
+
+
+def test_score_missing_prefix(work):
+    root, _ = work
+    before = snapshot(root)
+    fails_with(run(SCORE, "--prefix", root / "nowhere" / "resnet", "--epoch", 1, "--rec", root / "data" / "val.rec"),
+               SCORE, f"{root / 'nowhere' / 'resnet'}-symbol.json: no such checkpoint symbol file")
+    assert snapshot(root) == before
+
+
+def test_score_missing_rec(work):
+    root, prefix = work
+    before = snapshot(root)
+    fails_with(run(SCORE, "--prefix", prefix, "--epoch", 1, "--rec", root / "data" / "train.rec"), SCORE,
+               f"{root / 'data' / 'train.rec'}: no such file")
+    assert snapshot(root) == before
+
+
+def test_score_missing_idx(work, tmp_path):
+    root, prefix = work
+    (tmp_path / "val.rec").write_bytes((root / "data" / "val.rec").read_bytes())
+    before = snapshot(root, tmp_path)
+    fails_with(run(SCORE, "--prefix", prefix, "--epoch", 1, "--rec", tmp_path / "val.rec"), SCORE,
+               f"{tmp_path / 'val.idx'}: no such file")
+    assert snapshot(root, tmp_path) == before
+
+
+def test_export_missing_checkpoint_epoch(work):
+    root, prefix = work
+    before = snapshot(root)
+    fails_with(run(EXPORT, "--prefix", prefix, "--epoch", 2, "--out", root / "out" / "model.onnx"), EXPORT,
+               f"{prefix}-0002.params: no checkpoint for epoch 2 (saved epochs: 1)")
+    assert snapshot(root) == before
+
+
+def test_export_missing_prefix(work):
+    root, _ = work
+    before = snapshot(root)
+    fails_with(run(EXPORT, "--prefix", root / "resnet-none", "--epoch", 1, "--out", root / "out" / "model.onnx"),
+               EXPORT, f"{root / 'resnet-none'}-symbol.json: no such checkpoint symbol file")
+    assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("case", ["parent is a file", "no such folder", "target is a folder"])
+def test_export_output_not_writable(work, tmp_path, case):
+    root, prefix = work
+    (tmp_path / "afile").write_text("keep me")
+    (tmp_path / "taken.onnx").mkdir()
+    out, message = {
+        "parent is a file": (tmp_path / "afile" / "m.onnx", f"{tmp_path / 'afile'} is not a directory"),
+        "no such folder": (tmp_path / "missing" / "m.onnx", f"{tmp_path / 'missing'} does not exist"),
+        "target is a folder": (tmp_path / "taken.onnx", f"cannot write {tmp_path / 'taken.onnx'}: Is a directory"),
+    }[case]
+    before = snapshot(root, tmp_path)
+    fails_with(run(EXPORT, "--prefix", prefix, "--epoch", 1, "--out", out, "--check-batch", 1), EXPORT, message)
+    assert snapshot(root, tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "taken.onnx"]
