@@ -1,22 +1,26 @@
 """Side-by-side throughput: this project's ResNet-v2 against GluonCV's ``*_v2`` and plain PyTorch, same run.
 
-For every (model, batch) it times, each in a fresh subprocess so that process-level settings cannot leak:
+Engines, each a training step (forward, backward, update) or an inference forward on a fixed random batch:
 
-- ``module``  : this project's Symbol through ``mx.mod.Module`` (train: forward, backward, NAG update as
-  ``train_resnet.py`` does it; infer: forward of an inference-bound module);
+- ``module``  : this project's Symbol through ``mx.mod.Module`` (train: ``forward_backward`` + ``update`` with NAG
+  momentum 0.9, wd 1e-4, as ``train_resnet.py``; infer: an inference-bound module);
 - ``gluon``   : this project's Gluon net, hybridized, ``gluon.Trainer`` with the same NAG settings;
-- ``gluoncv`` : GluonCV's ``*_v2`` model, set up as ``../shared/peers/peer_mxnet_gluoncv.py`` does;
-- ``torch``   : the same networks in plain PyTorch (channels_last), built from ``../shared/peers/peer_torch.py``
-  run under ``--torch-python``.
+- ``gluoncv`` : GluonCV's ``*_v2`` model, set up as ``../shared/peers/peer_mxnet_gluoncv.py`` does (SGD momentum);
+- ``torch``   : the same networks in plain PyTorch (channels_last) from ``../shared/peers/peer_torch.py``'s
+  classes, run under ``--torch-python`` (a separate venv).
 
-Our two engines run in two variants: ``base`` (plain MXNet defaults: what the code did before any speed work)
-and ``fast`` (:func:`resnetv2.runtime.configure` + :mod:`resnetv2.fastpath`). Training img/s, inference img/s,
-and per-batch latency p50/p90 in ms. Ratios are fast/peer and base/peer, from the same run.
+Ours run in two variants: ``base`` (the code before any speed work: plain graph, ``hybridize()``) and ``fast``
+(:mod:`resnetv2.fastpath`: training-graph rewrites, folded/fused inference graph, static memory).
+
+Timing is interleaved: every MXNet engine lives in one worker process and PyTorch in another, both kept alive
+for a cell, and each round runs one step of every engine in turn (rotating order). Load from other processes on
+a shared machine then falls on all engines alike, and each ratio is the median over rounds of the ratio of two
+step times measured seconds apart. Process-level settings (threads) are therefore the same for every MXNet
+engine in a run: ``--threads N`` for all engines, else :func:`resnetv2.runtime.configure` for MXNet and
+PyTorch's own default. Output: a Markdown table (img/s, ratios, p50/p90 step latency in ms) and ``--json``.
 
     .venv/bin/python bench/throughput.py --models cifar_resnet20_v2 --torch-python /tmp/ptv/bin/python
-    .venv/bin/python bench/throughput.py --models resnet50_v2 --batches 1 8 --what infer --repeat 3
-
-Do not time anything while other jobs load the machine; compare ratios only.
+    .venv/bin/python bench/throughput.py --models resnet50_v2 --batches 1 8 --what infer --threads 1
 """
 from __future__ import annotations
 
@@ -28,7 +32,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -47,23 +50,7 @@ def model_shape(model: str) -> tuple[tuple[int, int, int], int]:
     return ((3, 32, 32), 10) if model.startswith("cifar_") else ((3, 224, 224), 1000)
 
 
-# ---------------------------------------------------------------- timing (shared by every engine, torch too)
-
-def time_steps(step, warmup: int, seconds: float, min_steps: int, max_steps: int) -> list[float]:
-    """Run ``step`` ``warmup`` times, then until ``seconds`` are filled (within [min_steps, max_steps]).
-
-    Returns the wall time of every timed step in seconds. Its source is also sent to the PyTorch worker.
-    """
-    for _ in range(warmup):
-        step()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < max_steps and (len(times) < min_steps or time.perf_counter() - start < seconds):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    return times
-
+# ---------------------------------------------------------------- results
 
 def summarize(times: list[float], batch: int) -> dict:
     """img/s over all timed steps and per-step latency percentiles in ms."""
@@ -78,27 +65,6 @@ def summarize(times: list[float], batch: int) -> dict:
 
 # ---------------------------------------------------------------- MXNet workers (run in a subprocess)
 
-def _measure(step, timing: dict, batch: int) -> dict:
-    """Time ``step``; with ``timing['profile']`` (a file path) also run 3 steps under MXNet's profiler, per op
-    (bulk execution off), and write its aggregate table (time per operator, ms over the 3 steps) there."""
-    timing = dict(timing)
-    profile = timing.pop("profile", None)
-    result = summarize(time_steps(step, **timing), batch)
-    if profile:
-        import mxnet as mx
-        trace = os.path.join(tempfile.gettempdir(), f"throughput-profile-{os.getpid()}.json")  # not kept
-        mx.profiler.set_config(profile_all=True, aggregate_stats=True, filename=trace)
-        mx.profiler.set_state("run")
-        start = time.perf_counter()
-        for _ in range(3):
-            step()
-        mx.nd.waitall()
-        mx.profiler.set_state("stop")
-        Path(profile).write_text(f"3 steps, {time.perf_counter() - start:.3f} s wall\n"
-                                 + mx.profiler.dumps(sort_by="total", ascending=False))
-    return result
-
-
 def _mx_data(batch: int, shape: tuple, classes: int):
     import mxnet as mx
     rng = mx.random.seed(7) or None  # noqa: F841
@@ -107,7 +73,7 @@ def _mx_data(batch: int, shape: tuple, classes: int):
     return data, label
 
 
-def _worker_module(model: str, batch: int, variant: str, what: str, timing: dict) -> dict:
+def _build_module(model: str, batch: int, variant: str, what: str):
     import mxnet as mx
 
     from resnetv2 import fastpath
@@ -131,7 +97,7 @@ def _worker_module(model: str, batch: int, variant: str, what: str, timing: dict
             mod.forward_backward(dbatch)
             mod.update()
             mx.nd.waitall()
-        return _measure(step, timing, batch)
+        return step
     mod = mx.mod.Module(sym, context=mx.cpu())
     mod.bind(data_shapes=[("data", data.shape)], label_shapes=[("softmax_label", label.shape)])
     mod.init_params(init)
@@ -151,10 +117,10 @@ def _worker_module(model: str, batch: int, variant: str, what: str, timing: dict
         def step():
             mod.forward(dbatch, is_train=False)
             mod.get_outputs()[0].wait_to_read()
-    return _measure(step, timing, batch)
+    return step
 
 
-def _worker_gluon(model: str, batch: int, variant: str, what: str, timing: dict) -> dict:
+def _build_gluon(model: str, batch: int, variant: str, what: str):
     import mxnet as mx
     from mxnet import autograd, gluon
 
@@ -182,7 +148,7 @@ def _worker_gluon(model: str, batch: int, variant: str, what: str, timing: dict)
             loss.backward()
             trainer.step(batch)
             mx.nd.waitall()
-        return _measure(step, timing, batch)
+        return step
     if variant == "fast":
         net = fastpath.gluon_inference_block(net, data.shape)
     else:
@@ -190,7 +156,7 @@ def _worker_gluon(model: str, batch: int, variant: str, what: str, timing: dict)
 
     def step():
         net(data).wait_to_read()
-    return _measure(step, timing, batch)
+    return step
 
 
 def _gluoncv_net(model: str, classes: int):
@@ -202,7 +168,7 @@ def _gluoncv_net(model: str, classes: int):
     return get_model(model, classes=classes)
 
 
-def _worker_gluoncv(model: str, batch: int, variant: str, what: str, timing: dict) -> dict:
+def _build_gluoncv(model: str, batch: int, variant: str, what: str):
     """As peer_mxnet_gluoncv.py: Xavier init, hybridize(static_alloc, static_shape), SGD momentum 0.9 wd 1e-4."""
     import mxnet as mx
     from mxnet import autograd, gluon
@@ -225,110 +191,193 @@ def _worker_gluoncv(model: str, batch: int, variant: str, what: str, timing: dic
     else:
         def step():
             net(data).wait_to_read()
-    return _measure(step, timing, batch)
+    return step
 
 
-TORCH_WORKER = r'''
-import importlib.util, json, sys, time
-import os, torch, torch.nn.functional as F
-args = json.loads(sys.argv[1])
+TORCH_BUILDER = r"""
+import importlib.util, json, os, sys, time
+import torch, torch.nn.functional as F
+spec = json.loads(sys.argv[1])
 if os.environ.get("OMP_NUM_THREADS"):
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-spec = importlib.util.spec_from_file_location("peer_torch", args["peer"])
-peer = importlib.util.module_from_spec(spec); spec.loader.exec_module(peer)
+loader = importlib.util.spec_from_file_location("peer_torch", spec["peer"])
+peer = importlib.util.module_from_spec(loader); loader.loader.exec_module(peer)
 arch = {"resnet50_v2": (peer.Bottleneck, [3, 4, 6, 3], [64, 256, 512, 1024, 2048], True),
         "resnet101_v2": (peer.Bottleneck, [3, 4, 23, 3], [64, 256, 512, 1024, 2048], True),
         "cifar_resnet20_v2": (peer.Basic, [3, 3, 3], [16, 16, 32, 64], False),
         "cifar_resnet56_v2": (peer.Basic, [9, 9, 9], [16, 16, 32, 64], False),
-        "cifar_resnet164_v2": (peer.Bottleneck, [18, 18, 18], [16, 64, 128, 256], False)}[args["model"]]
+        "cifar_resnet164_v2": (peer.Bottleneck, [18, 18, 18], [16, 64, 128, 256], False)}[spec["model"]]
 block, units, filters, imagenet = arch
-classes, batch = args["classes"], args["batch"]
+classes, batch = spec["classes"], spec["batch"]
 net = peer.PreActResNet(block, units, filters, classes, imagenet)
-mf = torch.channels_last if args["channels_last"] else torch.contiguous_format
+mf = torch.channels_last if spec["channels_last"] else torch.contiguous_format
 net = net.to(memory_format=mf)
-x = torch.rand([batch] + args["shape"]).to(memory_format=mf) * 255
+x = torch.rand([batch] + spec["shape"]).to(memory_format=mf) * 255
 y = torch.arange(batch) % classes
-if args["what"] == "train":
+if spec["what"] == "train":
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     def step():
         opt.zero_grad(set_to_none=True); loss = F.cross_entropy(net(x), y); loss.backward(); opt.step()
-    times = time_steps(step, **args["timing"])
 else:
     net.eval()
-    with torch.inference_mode():
-        times = time_steps(lambda: net(x), **args["timing"])
-print("RESULT " + json.dumps(times))
-'''
+    def step():
+        with torch.inference_mode():
+            net(x)
+serve({"torch/-": step})
+"""
 
-WORKERS = {"module": _worker_module, "gluon": _worker_gluon, "gluoncv": _worker_gluoncv}
+BUILDERS = {"module": _build_module, "gluon": _build_gluon, "gluoncv": _build_gluoncv}
 
 
-def run_worker(args: argparse.Namespace) -> int:
-    """Subprocess entry: configure the process, time one cell, print ``RESULT {json}``."""
-    if args.worker in OURS and args.variant == "fast":
+def serve(steps: dict) -> None:
+    """Step server: print ``READY``, then answer ``step KEY`` with ``T seconds`` (one step's wall time) until
+    ``quit``. ``profile KEY PATH`` (MXNet only) writes MXNet's per-op aggregate over 3 steps to PATH. Its source
+    is sent to the PyTorch worker too, so both sides time a step the same way."""
+    import os
+    import sys
+    import time
+    print("READY", flush=True)
+    for line in sys.stdin:
+        cmd, *rest = line.split()
+        if cmd == "quit":
+            break
+        if cmd == "profile":
+            import mxnet as mx
+            mx.profiler.dumps(reset=True)  # aggregate over these 3 steps only
+            mx.profiler.set_config(profile_all=True, aggregate_stats=True, filename=os.devnull)
+            mx.profiler.set_state("run")
+            t = time.perf_counter()
+            for _ in range(3):
+                steps[rest[0]]()
+            mx.profiler.set_state("stop")
+            with open(rest[1], "w") as out:
+                out.write(f"3 steps, {time.perf_counter() - t:.3f} s wall\n")
+                out.write(mx.profiler.dumps(sort_by="total", ascending=False))
+            print("T 0", flush=True)
+            continue
+        t = time.perf_counter()
+        steps[rest[0]]()
+        print(f"T {time.perf_counter() - t:.6f}", flush=True)
+
+
+def run_server(args: argparse.Namespace) -> int:
+    """Subprocess entry for the MXNet engines of one (model, batch, what): build every requested step, serve."""
+    spec = json.loads(args.serve)
+    if spec["configure"]:
         from resnetv2 import runtime
         runtime.configure()
     import resnetv2  # noqa: F401  (numpy shim before mxnet)
-    timing = json.loads(args.timing)
-    result = WORKERS[args.worker](args.models[0], args.batches[0], args.variant, args.what[0], timing)
-    print("RESULT " + json.dumps(result))
+    steps = {}
+    for key in spec["keys"]:
+        engine, variant = key.split("/")
+        steps[key] = BUILDERS[engine](spec["model"], spec["batch"], variant, spec["what"])
+    serve(steps)
     return 0
 
 
 # ---------------------------------------------------------------- orchestration
 
-def cell_command(engine: str, variant: str, model: str, batch: int, what: str, timing: dict,
-                 torch_python: str | None, channels_last: bool) -> list[str] | None:
-    """The subprocess command that times one cell, or None when the engine is unavailable."""
-    if engine == "torch":
-        if not torch_python:
-            return None
+class Server:
+    """One step-server subprocess and its keys (``engine/variant``)."""
+
+    def __init__(self, cmd: list[str], keys: list[str], env: dict):
+        self.keys = keys
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env)
+        line = self._read_line()
+        if line != "READY":
+            err = self.proc.stderr.read().strip().splitlines()[-3:] if self.proc.poll() is not None else []
+            self.close()
+            raise RuntimeError(f"{keys}: worker did not start ({line!r}; {' | '.join(err)})")
+
+    def _read_line(self) -> str:
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                return ""
+            if line.startswith(("READY", "T ")):
+                return line.strip()
+
+    def step(self, key: str, command: str = "step") -> float:
+        self.proc.stdin.write(f"{command} {key}\n")
+        self.proc.stdin.flush()
+        line = self._read_line()
+        if not line.startswith("T "):
+            raise RuntimeError(f"{key}: worker died")
+        return float(line[2:])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=60)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.proc.kill()
+
+
+def start_servers(model: str, batch: int, what: str, args: argparse.Namespace, env: dict) -> list[Server]:
+    """The MXNet server (every MXNet engine/variant asked for) and, with --torch-python, the PyTorch one."""
+    keys = [f"{e}/{v}" for e in args.engines if e in BUILDERS for v in (args.variants if e in OURS else ["-"])]
+    servers = []
+    if keys:
+        spec = {"model": model, "batch": batch, "what": what, "keys": keys, "configure": not args.threads}
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", json.dumps(spec)]
+        servers.append(Server(cmd, keys, env))
+    if "torch" in args.engines and args.torch_python:
         shape, classes = model_shape(model)
         spec = {"peer": str(PEERS / "peer_torch.py"), "model": model, "batch": batch, "what": what,
-                "shape": list(shape), "classes": classes, "channels_last": channels_last, "timing": timing}
-        return [torch_python, "-c", inspect.getsource(time_steps) + TORCH_WORKER, json.dumps(spec)]
-    return [sys.executable, str(Path(__file__).resolve()), "--worker", engine, "--variant", variant,
-            "--models", model, "--batches", str(batch), "--what", what, "--timing", json.dumps(timing)]
+                "shape": list(shape), "classes": classes, "channels_last": not args.torch_nchw}
+        code = inspect.getsource(serve) + TORCH_BUILDER
+        servers.append(Server([args.torch_python, "-c", code, json.dumps(spec)], ["torch/-"], env))
+    return servers
 
 
-def run_cell(cmd: list[str], batch: int, env: dict) -> dict | None:
-    """Run one timing subprocess; its result dict, or None (with the reason on stderr) when it failed."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        print(f"  failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
-        return None
-    result = json.loads(lines[-1][len("RESULT "):])
-    return summarize(result, batch) if isinstance(result, list) else result
-
-
-def median_cell(results: list[dict]) -> dict:
-    """Median over repeats of img/s and latencies."""
-    keys = ("img_s", "p50_ms", "p90_ms")
-    return {k: round(statistics.median(r[k] for r in results), 3) for k in keys} | {"runs": len(results)}
+def time_cell(model: str, batch: int, what: str, args: argparse.Namespace, env: dict) -> dict[str, list[float]]:
+    """Per key, the wall time of every timed step, interleaved: each round runs one step of every engine, in a
+    rotating order, so load from other processes falls on all of them alike."""
+    servers = start_servers(model, batch, what, args, env)
+    try:
+        owner = {key: srv for srv in servers for key in srv.keys}
+        keys = list(owner)
+        for key in keys:
+            for _ in range(args.warmup):
+                owner[key].step(key)
+        times: dict[str, list[float]] = {key: [] for key in keys}
+        rnd = 0
+        while rnd < args.max_steps and (rnd < args.min_steps or min(sum(t) for t in times.values()) < args.seconds):
+            for key in keys[rnd % len(keys):] + keys[:rnd % len(keys)]:
+                times[key].append(owner[key].step(key))
+            rnd += 1
+        if args.profile_dir:
+            args.profile_dir.mkdir(parents=True, exist_ok=True)
+            for key in keys:
+                if key.split("/")[0] in OURS or key.startswith("gluoncv"):
+                    path = args.profile_dir.resolve() / f"{model}-bs{batch}-{what}-{key.replace('/', '-')}.txt"
+                    owner[key].step(f"{key} {path}", command="profile")
+        return times
+    finally:
+        for srv in servers:
+            srv.close()
 
 
 def ratios(raw: dict) -> dict:
-    """Ours (each engine/variant) / each peer, img/s: the median over rounds of the ratio within a round.
-
-    A ratio of two cells timed minutes apart in the same round is far steadier on a shared machine than the
-    ratio of two medians. Keys: ``model|batch|what|engine/variant|peer``.
-    """
+    """Ours (each engine/variant) / each peer and / our own base, in img/s: the median over rounds of the ratio of
+    the two step times within a round. Keys: ``model|batch|what|engine/variant|peer``."""
     out = {}
     for (model, batch, what), cells in raw.items():
         for ours in [f"{e}/{v}" for e in OURS for v in VARIANTS]:
-            for peer in ("gluoncv/-", "torch/-", "module/base", "gluon/base"):
-                if ours in cells and peer in cells and peer != ours and not (
-                        peer.endswith("/base") and not ours.startswith(peer.split("/")[0])):
-                    pairs = list(zip(cells[ours], cells[peer]))
-                    out[f"{model}|{batch}|{what}|{ours}|{peer.removesuffix('/-')}"] = round(
-                        statistics.median(a["img_s"] / b["img_s"] for a, b in pairs), 3)
+            peers = ["gluoncv/-", "torch/-"] + ([f"{ours.split('/')[0]}/base"] if ours.endswith("/fast") else [])
+            for peer in peers:
+                if ours in cells and peer in cells:
+                    out[f"{model}|{batch}|{what}|{ours}|{peer.removesuffix('/-')}"] = round(statistics.median(
+                        tp / to for to, tp in zip(cells[ours], cells[peer])), 3)
     return out
 
 
 def format_table(rows: dict, ratio: dict) -> str:
-    """Markdown table: one line per (model, batch, what): median img/s per engine, the best of ours, its ratios."""
+    """Markdown table: one line per (model, batch, what): img/s per engine, the best of ours, its ratios."""
     cols = [f"{e}/{v}" for e in OURS for v in VARIANTS] + ["gluoncv/-", "torch/-"]
     head = ["model", "batch", "what"] + [c.replace("/-", "") for c in cols] + [
         "best ours", "÷ own base", "÷ gluoncv", "÷ torch", "p50/p90 ms"]
@@ -353,24 +402,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--what", nargs="+", choices=("train", "infer"), default=["train", "infer"])
     p.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    p.add_argument("--seconds", type=float, default=4.0, help="timed seconds per cell (after warm-up)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per cell")
-    p.add_argument("--min-steps", type=int, default=3)
-    p.add_argument("--max-steps", type=int, default=200)
-    p.add_argument("--repeat", type=int, default=1, help="rounds over all cells; the table shows medians")
-    p.add_argument("--torch-python", default=None, help="python of a venv with torch (peer_torch.py)")
+    p.add_argument("--seconds", type=float, default=4.0, help="timed seconds per engine and cell (after warm-up)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per engine and cell")
+    p.add_argument("--min-steps", type=int, default=3, help="at least this many rounds")
+    p.add_argument("--max-steps", type=int, default=200, help="at most this many rounds")
+    p.add_argument("--torch-python", default=None, help="python of a venv with torch (runs peer_torch.py's nets)")
     p.add_argument("--torch-nchw", action="store_true", help="PyTorch in NCHW instead of channels_last")
     p.add_argument("--threads", type=int, default=None,
-                   help="the same OpenMP/intra-op thread count for every engine (default: each one's own default: "
-                        "MXNet 1.9 half the logical CPUs, PyTorch all cores, ours resnetv2.runtime's choice)")
-    p.add_argument("--json", type=Path, default=None, help="write every cell and ratio here")
+                   help="the same OpenMP/intra-op thread count for every engine (default: each one's own: "
+                        "MXNet engines resnetv2.runtime's choice, PyTorch all cores)")
+    p.add_argument("--json", type=Path, default=None, help="write every cell, step time and ratio here")
     p.add_argument("--profile-dir", type=Path, default=None,
-                   help="also profile our cells (MXNet profiler, per op) into this folder, one table per cell")
-    p.add_argument("--worker", choices=tuple(WORKERS), help=argparse.SUPPRESS)
-    p.add_argument("--variant", default="base", help=argparse.SUPPRESS)
-    p.add_argument("--timing", default="{}", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    return args
+                   help="after timing, profile 3 steps of each MXNet engine per op (MXNet profiler) into this "
+                        "folder; switches bulk execution off for the whole run")
+    p.add_argument("--serve", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -378,66 +424,51 @@ def main(argv: list[str] | None = None) -> int:
     from symbols import parse_model_name
 
     args = parse_args(argv)
-    if args.worker:
-        return run_worker(args)
+    if args.serve:
+        return run_server(args)
     for model in args.models:
         parse_model_name(model)
     if args.torch_python and not Path(args.torch_python).exists():
         raise UserError(f"--torch-python {args.torch_python}: no such file")
     if "torch" in args.engines and args.torch_python and not (PEERS / "peer_torch.py").exists():
         raise UserError(f"no {PEERS / 'peer_torch.py'}")
-    timing = {"warmup": args.warmup, "seconds": args.seconds, "min_steps": args.min_steps,
-              "max_steps": args.max_steps}
     env = {**os.environ}
     env.pop("OMP_NUM_THREADS", None)  # every engine starts from its own defaults...
     env.pop("MXNET_CPU_WORKER_NTHREADS", None)
+    if args.threads:  # ...unless one thread count is asked for all
+        env["OMP_NUM_THREADS"] = str(args.threads)
     if args.profile_dir:
         env["MXNET_EXEC_BULK_EXEC_TRAIN"] = "0"  # per-op times (bulked segments hide which op costs what)
         env["MXNET_EXEC_BULK_EXEC_INFERENCE"] = "0"
-    if args.threads:  # ...unless one thread count is asked for all
-        env["OMP_NUM_THREADS"] = str(args.threads)
     raw: dict = {}
-    for rnd in range(args.repeat):
-        for model in args.models:
-            kind = "cifar" if model.startswith("cifar_") else "imagenet"
-            for batch in args.batches or DEFAULT_BATCHES[kind]:
-                for what in args.what:
-                    for engine in args.engines:
-                        for variant in (args.variants if engine in OURS else ["-"]):
-                            cell_timing = dict(timing)
-                            if args.profile_dir and engine in OURS:
-                                args.profile_dir.mkdir(parents=True, exist_ok=True)
-                                cell_timing["profile"] = str(args.profile_dir.resolve()
-                                                             / f"{model}-bs{batch}-{what}-{engine}-{variant}.txt")
-                            cmd = cell_command(engine, variant, model, batch, what, cell_timing, args.torch_python,
-                                               not args.torch_nchw)
-                            if cmd is None:
-                                continue
-                            t0 = time.perf_counter()
-                            result = run_cell(cmd, batch, env)
-                            tag = f"{engine}/{variant}"
-                            print(f"[{rnd + 1}/{args.repeat}] {model} bs{batch} {what} {tag}: "
-                                  f"{result and result['img_s']} img/s ({time.perf_counter() - t0:.0f} s, "
-                                  f"load {os.getloadavg()[0]:.1f})",
-                                  file=sys.stderr, flush=True)
-                            if result:
-                                raw.setdefault((model, batch, what), {}).setdefault(tag, []).append(result)
-    rows = {key: {tag: median_cell(rs) for tag, rs in cells.items()} for key, cells in raw.items()}
+    for model in args.models:
+        kind = "cifar" if model.startswith("cifar_") else "imagenet"
+        for batch in args.batches or DEFAULT_BATCHES[kind]:
+            for what in args.what:
+                t0 = time.perf_counter()
+                try:
+                    raw[(model, batch, what)] = time_cell(model, batch, what, args, env)
+                except RuntimeError as exc:
+                    print(f"{model} bs{batch} {what}: {exc}", file=sys.stderr)
+                    continue
+                summary = ", ".join(f"{k} {batch * len(t) / sum(t):.2f}" for k, t in raw[(model, batch, what)].items())
+                print(f"{model} bs{batch} {what}: {summary} img/s ({time.perf_counter() - t0:.0f} s, "
+                      f"load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+    rows = {key: {tag: summarize(t, key[1]) for tag, t in cells.items()} for key, cells in raw.items()}
     ratio = ratios(raw)
     print(format_table(rows, ratio))
-    report = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "timing": timing,
-              "threads": args.threads, "loadavg_end": os.getloadavg(),
+    report = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "threads": args.threads,
+              "loadavg_end": os.getloadavg(),
               "cells": [{"model": m, "batch": b, "what": w, "engine": t, **c}
                         for (m, b, w), cells in rows.items() for t, c in cells.items()],
-              "raw": [{"model": m, "batch": b, "what": w, "engine": t, "runs": rs}
-                      for (m, b, w), cells in raw.items() for t, rs in cells.items()],
+              "step_seconds": [{"model": m, "batch": b, "what": w, "engine": t, "times": [round(x, 5) for x in ts]}
+                               for (m, b, w), cells in raw.items() for t, ts in cells.items()],
               "ratios": ratio}
-    text = json.dumps(report, indent=1)
     if args.json:
         from resnetv2.fileio import atomic_write_text
-        atomic_write_text(args.json, text + "\n")
+        atomic_write_text(args.json, json.dumps(report, indent=1) + "\n")
     else:
-        print(json.dumps(report["ratios"]))
+        print(json.dumps(ratio))
     return 0
 
 
