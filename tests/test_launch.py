@@ -102,6 +102,37 @@ def started_pids(launcher_output: str) -> dict[int, str]:
     return {int(pid): role for role, pid in re.findall(r"launch: started (.+?) \(pid (\d+)\)", launcher_output)}
 
 
+def tcp_endpoints(pid: int) -> list[tuple[str, int]]:
+    """(address, port) of both ends of every TCP socket ``pid`` holds, from /proc (IPv4 and IPv6 tables)."""
+    import ipaddress
+
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ends = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] not in inodes:
+                continue
+            for end in fields[1:3]:
+                hex_addr, hex_port = end.split(":")
+                raw = bytes.fromhex(hex_addr)
+                # /proc prints each 32-bit word in host (little-endian) order
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                address = ipaddress.ip_address(raw)
+                if getattr(address, "ipv4_mapped", None):
+                    address = address.ipv4_mapped
+                if int(hex_port, 16) != 0 or str(address) not in ("0.0.0.0", "::"):  # unconnected remote end
+                    ends.append((str(address), int(hex_port, 16)))
+    return ends
+
+
 def kill_all(pids) -> None:
     for pid in pids:
         try:
@@ -232,16 +263,25 @@ def test_stopping_the_launcher_ends_everything(tmp_path, worker_script, signum):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
     watchdog = threading.Timer(JOB_TIMEOUT_S, proc.kill)
     watchdog.start()
+    err_lines: list[str] = []
+    reader = threading.Thread(target=lambda: err_lines.extend(proc.stderr), daemon=True)
+    reader.start()
     try:
         while not all((tmp_path / f"ready{r}").exists() for r in range(2)):
-            assert proc.poll() is None, proc.communicate()
+            assert proc.poll() is None, "".join(err_lines)
             time.sleep(0.1)
+        # The job is up and connected: every TCP socket of all four processes is on 127.0.0.1 at both ends.
+        running = started_pids("".join(err_lines))
+        endpoints = [end for pid in running for end in tcp_endpoints(pid)]
         proc.send_signal(signum)
-        out, err = proc.communicate()
+        proc.wait()
+        reader.join(timeout=10)
     finally:
         watchdog.cancel()
+    err = "".join(err_lines)
     pids = started_pids(err)
-    assert len(pids) == 4
+    assert len(pids) == 4 and set(running) == set(pids)
+    assert endpoints and {host for host, _ in endpoints} == {"127.0.0.1"}, endpoints
     if signum == signal.SIGINT:
         assert proc.returncode == 130, err
         assert "launch: received SIGINT; stopping every process of the job" in err
