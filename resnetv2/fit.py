@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 import time
@@ -126,7 +127,12 @@ class CommittedLogFile(logging.Handler):
     def __init__(self, path: str | Path):
         super().__init__()
         self.path = Path(path)
-        self.running = self.path.with_name(f".{self.path.name}.running-{__import__('os').getpid()}")
+        self.running = self.path.with_name(f".{self.path.name}.running-{os.getpid()}")
+        # Lines a killed run logged after its last commit are also on its stdout; its running file is garbage.
+        for stale in self.path.parent.glob(f".{self.path.name}.running-*"):
+            pid = stale.name.rsplit("-", 1)[1]
+            if pid.isdigit() and not ckpt._pid_alive(int(pid)):
+                stale.unlink(missing_ok=True)
         if self.path.is_file():
             shutil.copyfile(self.path, self.running)
         self.stream = open(self.running, "a", encoding="utf-8")  # noqa: SIM115  (closed in close())
