@@ -590,7 +590,7 @@ def _epochs(args, engine, sym, plan: DataPlan, cluster: Cluster, schedule: StepS
         stats.update({f"val-{n}": round(v, 6) for n, v in val_values})
         stats.update({"lr": schedule(num_update), "time": round(elapsed, 3),
                       "speed": round(plan.epoch_size * args.batch_size / elapsed, 2),
-                      "train-images": int(class_counts.sum()), "train-class-counts": class_counts.tolist()})
+                      "images-read": int(class_counts.sum()), "class-counts-read": class_counts.tolist()})
         logging.info("json_stats: %s", json.dumps(stats))
         result.history.append(stats)
         log.commit()

@@ -5,7 +5,7 @@ dist_async, on real CIFAR-10 images.
 The training file is built so that its two halves are told apart by their labels: the first 256 records are of
 classes 0-4, the last 256 of classes 5-9 (real images from the packed CIFAR-10 training set). ``num_parts=2``
 gives worker rank 0 the first half and rank 1 the second, so the per-epoch class counts each worker logs
-(``train-class-counts`` in its ``json_stats`` line) prove which records it read.
+(``class-counts-read`` in its ``json_stats`` line) prove which records it read.
 
 The single-process reference trains the same network from the same initial parameters with ``--cpus 2`` and
 the same total batch (64 = 2 workers x 32) for the same 8 updates. Its batches are other draws of the same 512
@@ -172,8 +172,8 @@ def test_dist_sync_two_workers(dist_sync, single):
         assert f"Node[{rank}] Epoch[0] Train-accuracy=" in log.read_text()
         stats = json_stats(log)
         assert len(stats) == 1
-        counts = np.array(stats[0]["train-class-counts"])
-        assert counts.sum() == stats[0]["train-images"] == HALF
+        counts = np.array(stats[0]["class-counts-read"])
+        assert counts.sum() == stats[0]["images-read"] == HALF
         own = slice(0, 5) if rank == 0 else slice(5, 10)
         other = slice(5, 10) if rank == 0 else slice(0, 5)
         assert (counts[other] == 0).all() and (counts[own] > 0).all(), counts
@@ -200,7 +200,7 @@ def test_dist_async_applies_every_push(split_dir, single, tmp_path):
     launch(split_dir, tmp_path, "dist_async")
     for rank in range(2):
         stats = json_stats(tmp_path / f"train-{rank}.log")[0]
-        assert stats["train-images"] == HALF
+        assert stats["images-read"] == HALF
         ratio, cosine = compare_updates(load(tmp_path / "model" / f"resnet-cifar10-8-{rank}-0001.params"),
                                         single["device"])
         assert 1.5 < ratio < 2.7 and cosine > 0.4, (ratio, cosine)
