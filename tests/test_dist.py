@@ -253,3 +253,17 @@ def test_killing_a_worker_mid_epoch_ends_the_job(split_dir, tmp_path):
     assert "every worker finished" not in output
     assert len(started) == 4 and left_running == []
     assert not list((tmp_path / "model").glob("*.params"))
+
+
+def test_gluon_refuses_dist_async_in_one_line(split_dir, tmp_path):
+    """Gluon's Trainer cannot run dist_async with the optimizer on the workers: each worker says so in one line
+    and exits at once (no hang in ps-lite's shutdown); the launcher stops the job with status 1."""
+    proc = subprocess.run([sys.executable, str(LAUNCH), "-n", "2", "-s", "1", sys.executable, str(TRAIN), *FLAGS,
+                           "--data-dir", str(split_dir), "--batch-size", "32", "--kv-store", "dist_async",
+                           "--api", "gluon"],
+                          capture_output=True, text=True, env=env(), cwd=tmp_path, timeout=JOB_TIMEOUT_S)
+    assert proc.returncode == 1
+    assert re.search(r"^launch: worker \(pid \d+\) exited with status 2; stopping the job$", proc.stderr, re.M)
+    assert re.search(r"^\[worker \d+\] train_resnet.py: error: --api gluon cannot train with --kv-store dist_async "
+                     r"\(Gluon's Trainer keeps the optimizer on the workers\); use --api module$", proc.stdout, re.M)
+    assert "Traceback" not in proc.stdout
