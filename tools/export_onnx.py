@@ -96,6 +96,8 @@ def export_onnx(prefix: str, epoch: int, out: str | os.PathLike, image_shape: Se
     if not out.parent.is_dir():
         what = "is not a directory" if out.parent.exists() else "does not exist"
         raise UserError(f"cannot write {out}: {out.parent} {what}")
+    if out.is_dir():
+        raise UserError(f"cannot write {out}: Is a directory")
     check_checkpoint(prefix, epoch)
     model = load_model(prefix, epoch, batch_size=max(check_batch, 1), image_shape=image_shape)
     diff = None
