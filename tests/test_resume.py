@@ -65,15 +65,17 @@ def test_gluon_resume_equals_uninterrupted(small_reference_run, tmp_path):
 
 
 def test_retrain_honours_new_lr_and_batch_size(small_reference_run, tmp_path):
-    """--retrain from epoch 1 with --lr 0.05 --batch-size 16: 20 updates at 0.05 (the step at 2 is after the end)."""
+    """--retrain from epoch 1 with --lr 0.05 --batch-size 16: 20 updates at 0.05 (the step at 2 is after the end).
+    The checkpoint has no .states, as the original project's (mx.model.save_checkpoint: symbol + params only)."""
     import shutil
 
     prefix = tmp_path / "m"
-    for suffix in ("-symbol.json", "-0001.params", "-0001.states"):
+    for suffix in ("-symbol.json", "-0001.params"):
         shutil.copyfile(f"{small_reference_run.prefix}{suffix}", f"{prefix}{suffix}")
     proc = run_train([*small_reference_run.flags, "--end-epoch", "2", "--model-prefix", prefix, "--retrain",
                       "--model-load-epoch", "1", "--lr", "0.05", "--batch-size", "16", "--wd", "0.001"])
     assert proc.returncode == 0, proc.stderr
     stats = _json_stats(proc.stdout)
     assert [s["epoch"] for s in stats] == [1] and stats[0]["lr"] == 0.05
+    assert "(without optimizer state); continuing at Epoch[1], lr 0.05" in proc.stdout
     assert "wd=0.001" in proc.stdout and "Epoch[1] Batch [10-15]" in proc.stdout  # 20 batches of 16 (10 of 32)
