@@ -149,8 +149,9 @@ class Model:
     """
 
     def __init__(self, module, symbol, arg_params: dict, aux_params: dict, batch_size: int,
-                 image_shape: tuple[int, int, int], num_classes: int):
+                 image_shape: tuple[int, int, int], num_classes: int, fast=None):
         self.module = module
+        self.fast = fast  # resnetv2.fastpath.InferenceModel bound for batch_size, or None: the module runs
         self.symbol = symbol
         self.arg_params = arg_params
         self.aux_params = aux_params
@@ -168,14 +169,19 @@ class Model:
             full = np.zeros((self.batch_size,) + tuple(batch.shape[1:]), dtype=np.float32)
             full[:n] = batch
             batch = full
+        if self.fast is not None:
+            return self.fast.forward(batch.astype(np.float32, copy=False)).asnumpy()[:n]
         self.module.forward(mx.io.DataBatch([mx.nd.array(batch, dtype="float32")]), is_train=False)
         return self.module.get_outputs()[0].asnumpy()[:n]
 
 
 def load_model(prefix: str | os.PathLike, epoch: int, ctx=None, batch_size: int = 32,
-               image_shape: Sequence[int] | None = None) -> Model:
+               image_shape: Sequence[int] | None = None, fast: bool = True) -> Model:
     """Load checkpoint ``prefix``/``epoch`` and bind it for inference on ``ctx`` (default CPU) for batches of up
-    to ``batch_size`` images of ``image_shape`` (default from the network's stem: 224 or 32 square)."""
+    to ``batch_size`` images of ``image_shape`` (default from the network's stem: 224 or 32 square).
+
+    ``fast`` (CPU only): predict through :class:`resnetv2.fastpath.InferenceModel` (conv+BN folded, BN+ReLU fused,
+    MKLDNN subgraph), the fastest path measured in bench/RESULTS.md; same outputs within 1e-4 (tests)."""
     import mxnet as mx
 
     if batch_size <= 0:
@@ -192,7 +198,14 @@ def load_model(prefix: str | os.PathLike, epoch: int, ctx=None, batch_size: int 
     except (mx.base.MXNetError, RuntimeError, ValueError) as exc:
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{params_file}: does not fit {Path(str(prefix) + '-symbol.json').name}: {detail}") from None
-    return Model(module, net, arg_params, aux_params, batch_size, shape, num_classes)
+    fast_model = None
+    if fast and (ctx or mx.cpu()).device_type == "cpu":
+        from resnetv2.fastpath import InferenceModel
+        try:
+            fast_model = InferenceModel(net, arg_params, aux_params, (batch_size,) + shape, ctx=ctx or mx.cpu())
+        except (mx.base.MXNetError, KeyError, ValueError):
+            fast_model = None  # an unusual graph: the plain module above runs it
+    return Model(module, net, arg_params, aux_params, batch_size, shape, num_classes, fast_model)
 
 
 def read_synset(path: str | os.PathLike) -> list[str]:

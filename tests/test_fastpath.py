@@ -360,3 +360,21 @@ def test_photo_batch_reads_real_photos(photos_dir):
     batch = photo_batch(photos_dir, 64)
     assert batch.shape == (3, 3, 64, 64) and 100 < batch.max() <= 255 and batch.min() >= 0
     assert not np.array_equal(batch[0], batch[1])
+
+
+# ------------------------------------------------------------------------------------------- predictor default
+
+def test_predictor_fast_path_matches_module(tmp_path, photos_dir):
+    from resnetv2.predictor import load_model
+    from symbols import get_symbol
+
+    sym = get_symbol(1000, 18, "imagenet")
+    data = photo_batch(photos_dir, 64)
+    args, aux = random_params(sym, data.shape, seed=8)
+    mx.model.save_checkpoint(str(tmp_path / "r18"), 1, sym, args, aux)
+    fast = load_model(tmp_path / "r18", 1, batch_size=4, image_shape=(3, 64, 64))
+    plain = load_model(tmp_path / "r18", 1, batch_size=4, image_shape=(3, 64, 64), fast=False)
+    assert fast.fast is not None and plain.fast is None
+    got, want = fast.predict(data), plain.predict(data)  # 3 photos in a batch bound for 4: padded
+    assert got.shape == (3, 1000) and close(got, want)
+    assert (got.argmax(1) == want.argmax(1)).all() and np.allclose(got.sum(1), 1.0, atol=1e-5)
