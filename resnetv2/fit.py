@@ -31,12 +31,12 @@ import numpy as np
 
 import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
 from resnetv2 import checkpoint as ckpt
-from resnetv2.data import check_record_file, count_records, get_layout, make_train_iter, make_val_iter
+from resnetv2.data import check_record_file, count_records, make_train_iter, make_val_iter
 from resnetv2.distributed import rank_path
 from resnetv2.errors import UserError
 from resnetv2.fileio import atomic_path, atomic_write_text
 from resnetv2.schedule import StepSchedule, rate_at_epoch
-from resnetv2.train_args import check_writable_dir, default_prefix
+from resnetv2.train_args import check_writable_dir, data_layout, default_prefix
 
 LOG_FORMAT = "%(asctime)-15s Node[{rank}] %(message)s"
 DEFAULT_LR = 0.1
@@ -90,7 +90,7 @@ class DataPlan:
 
 def plan_data(args: argparse.Namespace, cluster: Cluster) -> DataPlan:
     """Check the record files and derive the epoch size as the original did: floor(examples / batch / workers)."""
-    layout = get_layout(args.data_type)
+    layout = data_layout(args)
     if not Path(args.data_dir).is_dir():
         raise UserError(f"--data-dir {args.data_dir}: no such folder (make it with: {layout.make_command})")
     train_rec, _ = check_record_file(layout.train_path(args.data_dir, args.aug_level), layout.make_command)
@@ -104,14 +104,14 @@ def plan_data(args: argparse.Namespace, cluster: Cluster) -> DataPlan:
 
 
 def _train_iter(args, plan: DataPlan, cluster: Cluster, epoch: int):
-    layout = get_layout(args.data_type)
+    layout = data_layout(args)
     return make_train_iter(plan.train_rec, layout, args.batch_size, args.aug_level, num_parts=cluster.num_workers,
                            part_index=cluster.rank, seed=args.seed + epoch,
                            preprocess_threads=args.preprocess_threads)
 
 
 def _val_iter(args, plan: DataPlan, cluster: Cluster):
-    layout = get_layout(args.data_type)
+    layout = data_layout(args)
     return make_val_iter(plan.val_rec, layout, args.batch_size, num_parts=cluster.num_workers,
                          part_index=cluster.rank, preprocess_threads=args.preprocess_threads)
 
@@ -306,7 +306,7 @@ class GluonEngine:
         from symbols import get_net
         from symbols.gluon_resnet_v2 import load_symbol_params
 
-        layout = get_layout(args.data_type)
+        layout = data_layout(args)
         self.contexts = contexts
         self.net = get_net(args.num_classes, args.depth, layout.net_type, bn_mom=args.bn_mom)
         load_symbol_params(self.net, arg_params, aux_params, ctx=contexts)
@@ -418,10 +418,11 @@ class TrainResult:
         return self.history[-1]["val-accuracy"] if self.history else math.nan
 
 
-def _metrics(data_type: str):
+def _metrics(layout, num_classes: int):
+    """accuracy + cross-entropy for CIFAR-size data, accuracy + top-5 for ImageNet-size (as the original)."""
     import mxnet as mx
 
-    if data_type == "imagenet":
+    if layout.net_type == "imagenet" and num_classes > 5:
         return mx.metric.CompositeEvalMetric([mx.metric.Accuracy(), mx.metric.TopKAccuracy(top_k=5)])
     return mx.metric.CompositeEvalMetric([mx.metric.Accuracy(), mx.metric.CrossEntropy()])
 
@@ -455,7 +456,7 @@ def build_symbol(args, data_shape):
     """The Symbol for the flags; with ``--memonger`` the planned (recomputing) graph."""
     from symbols import get_symbol
 
-    layout = get_layout(args.data_type)
+    layout = data_layout(args)
     sym = get_symbol(args.num_classes, args.depth, layout.net_type, bn_mom=args.bn_mom, workspace=args.workspace,
                      memonger=args.memonger)
     if args.memonger:
@@ -483,7 +484,7 @@ def fit(args: argparse.Namespace) -> TrainResult:
         check_writable_dir(Path(args.log_file).parent, "--log-file")
     ckpt.remove_stale_partials(prefix)
     plan = plan_data(args, cluster)
-    layout = get_layout(args.data_type)
+    layout = data_layout(args)
     data_shape = (args.batch_size,) + tuple(layout.image_shape)
     sym = build_symbol(args, data_shape)
 
@@ -543,8 +544,8 @@ def _epochs(args, engine, sym, plan: DataPlan, cluster: Cluster, schedule: StepS
             log: TrainingLog) -> None:
     import mxnet as mx
 
-    metric = _metrics(args.data_type)
-    val_metric = _metrics(args.data_type)
+    metric = _metrics(data_layout(args), args.num_classes)
+    val_metric = _metrics(data_layout(args), args.num_classes)
     speedometer = mx.callback.Speedometer(args.batch_size, args.frequent)
     for epoch in range(result.begin_epoch, args.end_epoch):
         tic = time.time()

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-DEFAULT_STEPS = {"cifar10": (120, 160), "digits": (120, 160), "imagenet": (30, 60, 90)}
-DEFAULT_END_EPOCH = {"cifar10": 200, "digits": 200, "imagenet": 120}
+# By network type (the stem: 'cifar10' for 32x32-style data, digits and small folders included; 'imagenet').
+DEFAULT_STEPS = {"cifar10": (120, 160), "imagenet": (30, 60, 90)}
+DEFAULT_END_EPOCH = {"cifar10": 200, "imagenet": 120}
 
 
 def learning_rate(num_update: int, lr: float, step_epochs: Sequence[int], epoch_size: int, factor: float = 0.1,

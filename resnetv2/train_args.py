@@ -19,7 +19,13 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     data = parser.add_argument_group("Data")
     data.add_argument("--data-dir", type=str, default="./data/imagenet/",
                       help="folder holding the .rec/.idx files (and synset.txt)")
-    data.add_argument("--data-type", type=str, default="imagenet", help="cifar10 | imagenet | digits")
+    data.add_argument("--data-type", type=str, default="imagenet",
+                      help="cifar10 | imagenet | digits | folder (any packed image folder: give --train-rec, "
+                           "--val-rec, --image-shape; --num-classes defaults to the lines of synset.txt)")
+    data.add_argument("--train-rec", type=str, default=None, help="--data-type folder: training .rec in --data-dir")
+    data.add_argument("--val-rec", type=str, default=None, help="--data-type folder: validation .rec in --data-dir")
+    data.add_argument("--image-shape", type=str, default=None,
+                      help="--data-type folder: network input 'C,H,W', e.g. 3,224,224 (H <= 64: CIFAR-style net)")
     data.add_argument("--list-dir", type=str, default="./",
                       help="folder of the .lst files (kept for the original's command lines; packing reads it)")
     data.add_argument("--aug-level", type=int, default=2, choices=[0, 1, 2, 3],
@@ -122,20 +128,24 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     Sets ``args.lr_step_epochs`` (tuple of ints), ``args.gpu_ids`` and ``args.num_contexts``. ``--model-prefix``
     is resolved later, once the kvstore rank is known (:func:`default_prefix`).
     """
-    from resnetv2.data import get_layout
     from symbols.spec import get_spec
 
-    layout = get_layout(args.data_type)
+    if args.data_type == FOLDER and args.num_classes is None:
+        synset = Path(args.data_dir) / "synset.txt"
+        if not synset.is_file():
+            raise UserError(f"--data-type folder needs --num-classes (or {synset}, one class per line)")
+        args.num_classes = sum(1 for line in synset.read_text(encoding="utf-8").splitlines() if line.strip())
+    layout = data_layout(args)
     get_spec(layout.net_type, args.depth)
     if args.num_classes is None:
         args.num_classes = layout.num_classes
     if args.num_classes < 2:
         raise UserError(f"--num-classes must be at least 2, got {args.num_classes}")
     if args.end_epoch is None:
-        args.end_epoch = DEFAULT_END_EPOCH.get(args.data_type, DEFAULT_END_EPOCH["imagenet"])
+        args.end_epoch = DEFAULT_END_EPOCH[layout.net_type]
     try:
         args.lr_step_epochs = (parse_steps(args.lr_steps) if args.lr_steps is not None
-                               else DEFAULT_STEPS.get(args.data_type, DEFAULT_STEPS["imagenet"]))
+                               else DEFAULT_STEPS[layout.net_type])
     except ValueError as exc:
         raise UserError(str(exc).replace("invalid literal for int() with base 10", "not an integer")) from None
     if args.end_epoch < 1:
@@ -173,6 +183,37 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             raise UserError(f"--model-load-epoch must be an epoch number, -1 or 'latest', "
                             f"got {args.model_load_epoch!r}") from None
     return args
+
+
+FOLDER = "folder"
+
+
+def data_layout(args: argparse.Namespace):
+    """The :class:`resnetv2.data.DatasetLayout` of the flags: a known data type's, or for ``--data-type folder`` one
+    made from ``--train-rec``, ``--val-rec``, ``--image-shape`` and ``--num-classes`` (images up to 64 pixels high
+    train like CIFAR: 3x3 stem, pad 4 + random crop + mirror; larger ones like ImageNet, by ``--aug-level``)."""
+    from resnetv2.data import DatasetLayout, get_layout
+
+    if args.data_type != FOLDER:
+        if args.train_rec or args.val_rec or args.image_shape:
+            raise UserError("--train-rec, --val-rec and --image-shape go with --data-type folder only")
+        return get_layout(args.data_type)
+    missing = [f for f, v in (("--train-rec", args.train_rec), ("--val-rec", args.val_rec),
+                              ("--image-shape", args.image_shape)) if not v]
+    if missing:
+        raise UserError(f"--data-type folder needs {', '.join(missing)} (files made by tools/im2rec_wrapper.py "
+                        f"list + pack)")
+    try:
+        shape = tuple(int(x) for x in args.image_shape.split(","))
+        if len(shape) != 3 or shape[0] != 3 or min(shape[1:]) < 8:
+            raise ValueError
+    except ValueError:
+        raise UserError(f"--image-shape must be '3,H,W' with H, W >= 8, got {args.image_shape!r}") from None
+    small = shape[1] <= 64
+    return DatasetLayout(FOLDER, {1: args.train_rec}, args.val_rec, shape, args.num_classes or 0,
+                         "cifar10" if small else "imagenet", pad=4 if small else 0,
+                         make_command="python tools/im2rec_wrapper.py list ROOT --out DATA_DIR --name NAME "
+                                      "--train-ratio 0.9, then pack each .lst")
 
 
 def default_prefix(args: argparse.Namespace, rank: int) -> str:

@@ -82,10 +82,17 @@ def fails(argv, capsys) -> str:
     (["--end-epoch", "5"], "{prefix} already has checkpoints (epochs 1, 2, 3); add --retrain"),
     (["--retrain", "--end-epoch", "3"], "checkpoint epoch 3 is already at --end-epoch 3: nothing to do"),
     (["--num-examples", "321"], "--num-examples 321 exceeds the 320 records in"),
+    (["--data-type", "folder", "--image-shape", "3,32,32"], "--data-type folder needs --train-rec, --val-rec"),
+    (["--data-type", "folder", "--train-rec", "a.rec", "--val-rec", "b.rec", "--image-shape", "32,32"],
+     "--image-shape must be '3,H,W' with H, W >= 8, got '32,32'"),
+    (["--image-shape", "3,32,32"], "--train-rec, --val-rec and --image-shape go with --data-type folder only"),
+    (["--data-type", "folder", "--train-rec", "nope.rec", "--val-rec", "cifar10_val.rec", "--image-shape",
+      "3,32,32"], "{data_dir}/nope.rec: no such file (make it with: python tools/im2rec_wrapper.py list"),
 ])
 def test_bad_flag(good, capsys, extra, message):
     before = good.digest()
-    assert fails([*good.flags, *extra], capsys).startswith(message.format(prefix=good.prefix))
+    assert fails([*good.flags, *extra], capsys).startswith(message.format(prefix=good.prefix,
+                                                                      data_dir=good.data_dir))
     assert good.digest() == before
 
 

@@ -142,3 +142,18 @@ def test_retrain_picks_the_newest_complete_checkpoint(small_reference_run, tmp_p
         shutil.copyfile(f"{small_reference_run.prefix}{suffix}", f"{prefix}{suffix}")
     (tmp_path / ".m-0003.params.partial-999999").write_bytes(b"\x00" * 10)
     assert resolve_epoch(prefix, which) == 2
+
+
+def test_folder_data_type_trains_like_its_known_type(small_reference_run, cifar_small_dir, tmp_path):
+    """--data-type folder (any packed image folder) with CIFAR's files and shape: --num-classes comes from
+    synset.txt, the net and augmentation are CIFAR's, so epoch 1 equals the reference run's bit for bit."""
+    flags = [f for f in small_reference_run.flags]
+    flags[flags.index("--data-type") + 1] = "folder"
+    proc = run_train([*flags, "--train-rec", "cifar10_train.rec", "--val-rec", "cifar10_val.rec",
+                      "--image-shape", "3,32,32", "--end-epoch", "1", "--model-prefix", tmp_path / "m"])
+    assert proc.returncode == 0, proc.stderr
+    assert "num_classes=10" in proc.stdout
+    ours, ref = _params(str(tmp_path / "m"), 1), _params(str(small_reference_run.prefix), 1)
+    assert sorted(ours) == sorted(ref)
+    for key in ref:
+        np.testing.assert_array_equal(ours[key], ref[key], err_msg=key)
