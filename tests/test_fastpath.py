@@ -362,7 +362,7 @@ def test_photo_batch_reads_real_photos(photos_dir):
     assert not np.array_equal(batch[0], batch[1])
 
 
-# ------------------------------------------------------------------------------------------- predictor default
+# ------------------------------------------------------------------------------------------- predictor option
 
 def test_predictor_fast_path_matches_module(tmp_path, photos_dir):
     from resnetv2.predictor import load_model
@@ -372,8 +372,8 @@ def test_predictor_fast_path_matches_module(tmp_path, photos_dir):
     data = photo_batch(photos_dir, 64)
     args, aux = random_params(sym, data.shape, seed=8)
     mx.model.save_checkpoint(str(tmp_path / "r18"), 1, sym, args, aux)
-    fast = load_model(tmp_path / "r18", 1, batch_size=4, image_shape=(3, 64, 64))
-    plain = load_model(tmp_path / "r18", 1, batch_size=4, image_shape=(3, 64, 64), fast=False)
+    fast = load_model(tmp_path / "r18", 1, batch_size=4, image_shape=(3, 64, 64), fast=True)
+    plain = load_model(tmp_path / "r18", 1, batch_size=4, image_shape=(3, 64, 64))
     assert fast.fast is not None and plain.fast is None
     got, want = fast.predict(data), plain.predict(data)  # 3 photos in a batch bound for 4: padded
     assert got.shape == (3, 1000) and close(got, want)
