@@ -244,7 +244,6 @@ def serve(steps: dict) -> None:
             break
         if cmd == "profile":
             import mxnet as mx
-            mx.profiler.dumps(reset=True)  # aggregate over these 3 steps only
             mx.profiler.set_config(profile_all=True, aggregate_stats=True, filename=os.devnull)
             mx.profiler.set_state("run")
             t = time.perf_counter()
@@ -253,7 +252,7 @@ def serve(steps: dict) -> None:
             mx.profiler.set_state("stop")
             with open(rest[1], "w") as out:
                 out.write(f"3 steps, {time.perf_counter() - t:.3f} s wall\n")
-                out.write(mx.profiler.dumps(sort_by="total", ascending=False))
+                out.write(mx.profiler.dumps(sort_by="total", ascending=False, reset=True))  # these 3 steps only
             print("T 0", flush=True)
             continue
         t = time.perf_counter()
