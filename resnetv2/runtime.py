@@ -24,12 +24,13 @@ def physical_cores() -> int:
 def omp_threads(cores: int, load: float) -> int:
     """OpenMP threads for MXNet's kernels on ``cores`` CPUs with a 1-minute load average of ``load``.
 
-    All cores when the machine is otherwise idle (load below half the cores); one thread when other processes
-    keep the cores busy: an OpenMP team waits at every barrier for its slowest thread, so a descheduled thread
-    stalls every op (measured here: CIFAR ResNet-20 training 3-4x slower with 2 threads than 1 at load 6).
-    MXNet 1.9's own default on x86 is half the logical CPUs (it assumes hyper-threads): 1 on a 2-vCPU box.
+    All cores while other processes keep fewer than all of them busy (``load < cores``); one thread beyond. An
+    OpenMP team waits at every barrier for its slowest thread, so on an oversubscribed machine a descheduled
+    thread stalls every op. Measured on the 2-core box (bench/RESULTS.md, "Speed"): CIFAR ResNet-20 training with 2
+    threads vs 1 ran 1.9x faster at load ~2, but 3-4x slower at load 6-8. MXNet 1.9's own default on x86 is half
+    the logical CPUs (it assumes hyper-threads): 1 on a 2-vCPU box.
     """
-    return max(1, cores) if load < cores / 2 else 1
+    return max(1, cores) if load < cores else 1
 
 
 def recommended_settings() -> dict[str, str]:
