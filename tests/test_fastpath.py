@@ -379,3 +379,36 @@ def test_predictor_fast_path_matches_module(tmp_path, photos_dir):
     got, want = fast.predict(data), plain.predict(data)  # 3 photos in a batch bound for 4: padded
     assert got.shape == (3, 1000) and close(got, want)
     assert (got.argmax(1) == want.argmax(1)).all() and np.allclose(got.sum(1), 1.0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- benchmark arithmetic
+
+def _throughput_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "throughput.py"
+    spec = importlib.util.spec_from_file_location("bench_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_ratios_are_medians_of_per_round_ratios():
+    tp = _throughput_module()
+    # round 2 was slowed for everyone (load): per-round ratios stay 2.0 where a ratio of means would not
+    raw = {("cifar_resnet20_v2", 128, "train"): {
+        "module/fast": [1.0, 4.0, 1.0], "module/base": [1.5, 6.0, 1.2], "gluoncv/-": [2.0, 8.0, 2.0],
+        "torch/-": [0.5, 2.0, 0.5]}}
+    r = tp.ratios(raw)
+    assert r["cifar_resnet20_v2|128|train|module/fast|gluoncv"] == 2.0
+    assert r["cifar_resnet20_v2|128|train|module/fast|torch"] == 0.5
+    assert r["cifar_resnet20_v2|128|train|module/fast|module/base"] == 1.5
+    assert r["cifar_resnet20_v2|128|train|module/base|gluoncv"] == pytest.approx(1.333, abs=1e-3)
+    assert "cifar_resnet20_v2|128|train|module/base|module/base" not in r
+    s = tp.summarize([0.1, 0.2, 0.3, 0.4, 1.0], batch=8)
+    assert s["img_s"] == pytest.approx(40 / 2.0) and s["p50_ms"] == 300.0 and s["p90_ms"] == 1000.0
+    table = tp.format_table({key: {k: tp.summarize(v, 128) for k, v in cells.items()} for key, cells in raw.items()},
+                            r)
+    row = table.splitlines()[2].split(" | ")
+    assert row[9] == "module/fast" and row[10:13] == ["1.50", "2.00", "0.50"]
