@@ -21,27 +21,21 @@ def physical_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def omp_threads(cores: int, load: float) -> int:
-    """OpenMP threads for MXNet's kernels on ``cores`` CPUs with a 1-minute load average of ``load``.
+def omp_threads(cores: int) -> int:
+    """OpenMP threads for MXNet's kernels on a machine with ``cores`` usable CPUs: all of them.
 
-    All cores while other processes keep fewer than all of them busy (``load < cores``); one thread beyond. An
-    OpenMP team waits at every barrier for its slowest thread, so on an oversubscribed machine a descheduled
-    thread stalls every op. Measured on the 2-core box (bench/RESULTS.md, "Speed"): CIFAR ResNet-20 training with 2
-    threads vs 1 ran 1.9x faster at load ~2, but 3-4x slower at load 6-8. MXNet 1.9's own default on x86 is half
-    the logical CPUs (it assumes hyper-threads): 1 on a 2-vCPU box.
+    MXNet 1.9's own default on x86 is half the logical CPUs (it assumes hyper-threads): 1 on a 2-vCPU box, where 2
+    threads trained CIFAR ResNet-20 1.9x faster (bench/RESULTS.md, "Speed"). On a machine that other jobs keep busy,
+    an OpenMP team waits at every barrier for its slowest thread (measured 3-4x slower at load 6-8 on 2 cores):
+    set ``OMP_NUM_THREADS=1`` there yourself; a value already in the environment is never replaced.
     """
-    return max(1, cores) if load < cores else 1
+    return max(1, cores)
 
 
 def recommended_settings() -> dict[str, str]:
     """The environment variables :func:`configure` sets, with their values for this machine now."""
-    cores = physical_cores()
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = 0.0
     return {
-        "OMP_NUM_THREADS": str(omp_threads(cores, load)),
+        "OMP_NUM_THREADS": str(omp_threads(physical_cores())),
         # MXNet's engine: one CPU worker thread issuing ops (each op is itself OpenMP-parallel)
         "MXNET_CPU_WORKER_NTHREADS": "1",
         # no "Subgraph backend MKLDNN is activated" line for every inference executor

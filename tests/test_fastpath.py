@@ -307,13 +307,10 @@ def test_configure_keeps_user_settings_and_load_time_ones_after_import(monkeypat
     assert not any(k in os.environ for k in runtime.LOAD_TIME)
 
 
-def test_omp_threads_all_cores_unless_oversubscribed():
-    assert runtime.omp_threads(2, 0.3) == 2
-    assert runtime.omp_threads(2, 1.9) == 2
-    assert runtime.omp_threads(16, 15.0) == 16
-    assert runtime.omp_threads(2, 2.0) == 1
-    assert runtime.omp_threads(2, 6.0) == 1
-    assert runtime.omp_threads(0, 0.0) == 1
+def test_omp_threads_all_cores():
+    assert runtime.omp_threads(2) == 2
+    assert runtime.omp_threads(16) == 16
+    assert runtime.omp_threads(0) == 1
 
 
 STEP_SCRIPT = r"""
