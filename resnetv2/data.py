@@ -186,10 +186,21 @@ def _verify_record_pair(rec: Path, idx: Path, hint: str) -> None:
                             f"(an index of another or older .rec?){hint}")
 
 
+def check_batch_fits(rec: str | Path, batch_size: int, num_parts: int = 1) -> None:
+    """A :class:`UserError` when each of ``num_parts`` shares of ``rec`` holds fewer images than ``batch_size``
+    (ImageRecordIter would abort inside MXNet)."""
+    per_part = count_records(rec) // max(num_parts, 1)
+    if per_part < batch_size:
+        share = f" ({num_parts} workers' share)" if num_parts > 1 else ""
+        raise UserError(f"{rec}: {per_part} images{share} is fewer than one batch of {batch_size}; "
+                        f"use a smaller --batch-size")
+
+
 def _record_iter(rec: Path, idx: Path, data_shape, batch_size: int, num_parts: int, part_index: int,
                  preprocess_threads: int, **kwargs):
     import mxnet as mx
 
+    check_batch_fits(rec, batch_size, num_parts)
     return mx.io.ImageRecordIter(
         path_imgrec=str(rec), path_imgidx=str(idx), data_shape=tuple(data_shape), batch_size=batch_size,
         label_width=1, data_name="data", label_name="softmax_label", num_parts=num_parts, part_index=part_index,

@@ -82,6 +82,7 @@ def fails(argv, capsys) -> str:
     (["--end-epoch", "5"], "{prefix} already has checkpoints (epochs 1, 2, 3); add --retrain"),
     (["--retrain", "--end-epoch", "3"], "checkpoint epoch 3 is already at --end-epoch 3: nothing to do"),
     (["--num-examples", "321"], "--num-examples 321 exceeds the 320 records in"),
+    (["--batch-size", "200"], "{data_dir}/cifar10_val.rec: 160 images is fewer than one batch of 200; use a smaller"),
     (["--data-type", "folder", "--image-shape", "3,32,32"], "--data-type folder needs --train-rec, --val-rec"),
     (["--data-type", "folder", "--train-rec", "a.rec", "--val-rec", "b.rec", "--image-shape", "32,32"],
      "--image-shape must be '3,H,W' with H, W >= 8, got '32,32'"),
