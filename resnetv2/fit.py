@@ -31,7 +31,7 @@ import numpy as np
 
 import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
 from resnetv2 import checkpoint as ckpt
-from resnetv2.data import check_record_file, count_records, make_train_iter, make_val_iter
+from resnetv2.data import check_batch_fits, check_record_file, count_records, make_train_iter, make_val_iter
 from resnetv2.distributed import rank_path
 from resnetv2.errors import UserError
 from resnetv2.fileio import atomic_path, atomic_write_text
@@ -99,6 +99,8 @@ def plan_data(args: argparse.Namespace, cluster: Cluster) -> DataPlan:
     num_examples = args.num_examples or records
     if num_examples > records:
         raise UserError(f"--num-examples {num_examples} exceeds the {records} records in {train_rec}")
+    for rec in (train_rec, val_rec):
+        check_batch_fits(rec, args.batch_size, cluster.num_workers)
     epoch_size = max(num_examples // (args.batch_size * cluster.num_workers), 1)
     return DataPlan(train_rec, val_rec, records, num_examples, epoch_size)
 
