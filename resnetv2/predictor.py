@@ -12,42 +12,26 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from resnetv2.checkpoint import list_epochs, load_params, params_path, symbol_path
 from resnetv2.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CLASSIFIER = "fc1"
 
 
-def checkpoint_paths(prefix: str | os.PathLike, epoch: int) -> tuple[Path, Path]:
-    """``({prefix}-symbol.json, {prefix}-{epoch:04d}.params)``, MXNet's checkpoint file names."""
-    prefix = str(prefix)
-    return Path(f"{prefix}-symbol.json"), Path(f"{prefix}-{epoch:04d}.params")
-
-
-def saved_epochs(prefix: str | os.PathLike) -> list[int]:
-    """Epoch numbers of the ``{prefix}-NNNN.params`` files that exist, ascending."""
-    prefix = Path(prefix)
-    folder = prefix.parent if str(prefix.parent) else Path(".")
-    pattern = re.compile(re.escape(prefix.name) + r"-(\d{4,})\.params$")
-    if not folder.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name)))
-
-
 def check_checkpoint(prefix: str | os.PathLike, epoch: int) -> tuple[Path, Path]:
     """The checkpoint's two files; a :class:`UserError` naming the missing one (and the epochs that exist)."""
-    symbol_file, params_file = checkpoint_paths(prefix, epoch)
+    symbol_file, params_file = symbol_path(prefix), params_path(prefix, epoch)
     if not symbol_file.is_file():
         raise UserError(f"{symbol_file}: no such checkpoint symbol file (check --prefix)")
     if not params_file.is_file():
-        epochs = saved_epochs(prefix)
+        epochs = list_epochs(prefix)
         have = f"saved epochs: {', '.join(map(str, epochs))}" if epochs else "no epoch saved for this prefix"
         raise UserError(f"{params_file}: no checkpoint for epoch {epoch} ({have})")
     return symbol_file, params_file
@@ -55,26 +39,14 @@ def check_checkpoint(prefix: str | os.PathLike, epoch: int) -> tuple[Path, Path]
 
 def load_checkpoint(prefix: str | os.PathLike, epoch: int):
     """``(symbol, arg_params, aux_params)`` of a checkpoint, with clear errors for missing or damaged files."""
-    symbol_file, params_file = check_checkpoint(prefix, epoch)  # before importing MXNet: a fast, clear error
+    symbol_file, _ = check_checkpoint(prefix, epoch)  # before importing MXNet: a fast, clear error
     import mxnet as mx
 
     try:
         symbol = mx.sym.load(str(symbol_file))
     except mx.base.MXNetError:
         raise UserError(f"{symbol_file}: not an MXNet symbol file") from None
-    try:
-        saved = mx.nd.load(str(params_file))
-    except mx.base.MXNetError:
-        raise UserError(f"{params_file}: not an MXNet parameter file (damaged or truncated?)") from None
-    if not isinstance(saved, dict):
-        raise UserError(f"{params_file}: holds no named parameters")
-    arg_params, aux_params = {}, {}
-    for key, value in saved.items():
-        kind, _, name = key.partition(":")
-        if kind == "arg":
-            arg_params[name] = value
-        elif kind == "aux":
-            aux_params[name] = value
+    arg_params, aux_params = load_params(prefix, epoch)
     return symbol, arg_params, aux_params
 
 
@@ -188,7 +160,7 @@ def load_model(prefix: str | os.PathLike, epoch: int, ctx=None, batch_size: int 
     if batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {batch_size}")
     symbol, arg_params, aux_params = load_checkpoint(prefix, epoch)
-    _, params_file = checkpoint_paths(prefix, epoch)
+    params_file = params_path(prefix, epoch)
     num_classes = num_classes_of(arg_params, params_file)
     net = inference_symbol(symbol)
     shape = tuple(image_shape) if image_shape else default_image_shape(symbol)
