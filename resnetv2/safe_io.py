@@ -134,6 +134,18 @@ def _tar_kind(info: tarfile.TarInfo) -> str:
     return "special"
 
 
+def _checked_member(kind: str, info, archive: Path) -> tuple[PurePosixPath | None, str]:
+    """``(safe path or None for the archive root, 'file' | 'dir')`` of one member; a :class:`UserError` for a link,
+    a device or fifo, ``..`` or an absolute name."""
+    name = info.filename if kind == "zip" else info.name
+    what = _zip_kind(info) if kind == "zip" else _tar_kind(info)
+    if what == "link":
+        raise UserError(f"{archive}: member {name!r} is a link; refusing the archive")
+    if what == "special":
+        raise UserError(f"{archive}: member {name!r} is not a regular file or folder; refusing the archive")
+    return member_path(name, archive), what
+
+
 def list_archive(archive: str | os.PathLike) -> list[tuple[PurePosixPath, str]]:
     """``(safe path, kind)`` for every member of ``archive`` (kind: 'file' or 'dir').
 
@@ -146,13 +158,7 @@ def list_archive(archive: str | os.PathLike) -> list[tuple[PurePosixPath, str]]:
     try:
         infos = handle.infolist() if kind == "zip" else handle.getmembers()
         for info in infos:
-            name = info.filename if kind == "zip" else info.name
-            what = _zip_kind(info) if kind == "zip" else _tar_kind(info)
-            if what == "link":
-                raise UserError(f"{archive}: member {name!r} is a link; refusing the archive")
-            if what == "special":
-                raise UserError(f"{archive}: member {name!r} is not a regular file or folder; refusing the archive")
-            path = member_path(name, archive)
+            path, what = _checked_member(kind, info, archive)
             if path is not None:
                 out.append((path, what))
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
@@ -173,13 +179,7 @@ def iter_archive_files(archive: str | os.PathLike) -> Iterator[tuple[PurePosixPa
     try:
         infos = handle.infolist() if kind == "zip" else handle
         for info in infos:
-            name = info.filename if kind == "zip" else info.name
-            what = _zip_kind(info) if kind == "zip" else _tar_kind(info)
-            if what == "link":
-                raise UserError(f"{archive}: member {name!r} is a link; refusing the archive")
-            if what == "special":
-                raise UserError(f"{archive}: member {name!r} is not a regular file or folder; refusing the archive")
-            path = member_path(name, archive)
+            path, what = _checked_member(kind, info, archive)
             if what == "file" and path is not None:
                 yield path, (handle.read(info) if kind == "zip" else handle.extractfile(info).read())
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
