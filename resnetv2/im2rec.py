@@ -26,7 +26,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -753,34 +753,27 @@ def pack_digits(out_dir: str | os.PathLike, seed: int = 0, val_fraction: float =
     return summaries
 
 
-def read_records(rec: str | os.PathLike) -> Iterator[tuple[int, float, np.ndarray]]:
-    """Yield ``(id, label, BGR image)`` for each record of ``rec`` in file order (for tests and checks)."""
-    import cv2
+def _read_payloads(rec: str | os.PathLike) -> Iterator[tuple[Any, bytes]]:
+    """Yield ``(header, image bytes)`` for each record of ``rec`` in file order."""
     import mxnet as mx
 
     reader = mx.recordio.MXRecordIO(str(rec), "r")
     try:
-        while True:
-            payload = reader.read()
-            if payload is None:
-                return
-            header, data = mx.recordio.unpack(payload)
-            yield header.id, float(header.label), cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        while (payload := reader.read()) is not None:
+            yield mx.recordio.unpack(payload)
     finally:
         reader.close()
+
+
+def read_records(rec: str | os.PathLike) -> Iterator[tuple[int, float, np.ndarray]]:
+    """Yield ``(id, label, BGR image)`` for each record of ``rec`` in file order (for tests and checks)."""
+    import cv2
+
+    for header, data in _read_payloads(rec):
+        yield header.id, float(header.label), cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
 
 def read_labels(rec: str | os.PathLike) -> Iterator[tuple[int, float]]:
     """Yield ``(id, label)`` for each record of ``rec`` in file order, without decoding images."""
-    import mxnet as mx
-
-    reader = mx.recordio.MXRecordIO(str(rec), "r")
-    try:
-        while True:
-            payload = reader.read()
-            if payload is None:
-                return
-            header, _ = mx.recordio.unpack(payload)
-            yield header.id, float(header.label)
-    finally:
-        reader.close()
+    for header, _ in _read_payloads(rec):
+        yield header.id, float(header.label)

@@ -14,6 +14,21 @@ CIFAR_TAR = SHARED_DATA / "cifar10-jpg.tar.gz"
 PHOTOS = SHARED_DATA / "photos"
 
 
+def run_wrapper(argv: list, capsys) -> tuple[int, str, str]:
+    """Run ``tools/im2rec_wrapper.py`` in-process (argv items may be paths): (exit code, stdout, stderr)."""
+    import importlib.util
+
+    from resnetv2.errors import run_cli
+
+    spec = importlib.util.spec_from_file_location("im2rec_wrapper", ROOT / "tools" / "im2rec_wrapper.py")
+    wrapper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wrapper)
+    with pytest.raises(SystemExit) as exc:
+        run_cli(wrapper.main, [str(a) for a in argv])
+    captured = capsys.readouterr()
+    return exc.value.code, captured.out, captured.err
+
+
 def need(path: Path) -> Path:
     """Skip the calling test, with the reason, when ``path`` is absent."""
     if not path.exists():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import io
 import os
 import pickle
@@ -24,30 +23,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import run_wrapper as run_tool
 
 from resnetv2.data import get_layout, make_train_iter
-from resnetv2.errors import UserError, run_cli
+from resnetv2.errors import UserError
 from resnetv2.im2rec import Transform, make_lists, pack_lst, read_labels, read_lst, read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "im2rec_wrapper.py"
 
 
-def _load_wrapper():
-    spec = importlib.util.spec_from_file_location("im2rec_wrapper_bad", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-WRAPPER = _load_wrapper()
-
-
-def run_tool(argv: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        run_cli(WRAPPER.main, [str(a) for a in argv])
-    captured = capsys.readouterr()
-    return exc.value.code, captured.out, captured.err
 
 
 def snapshot(*roots: Path) -> dict[str, str]:

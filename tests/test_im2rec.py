@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import shutil
 import tarfile
 from collections import Counter
@@ -12,30 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import run_wrapper as run_tool
 
 from resnetv2.data import LAYOUTS, check_record_file, count_records
-from resnetv2.errors import run_cli
 from resnetv2.im2rec import CIFAR10_CLASSES, read_labels, read_lst, read_records, read_synset
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_wrapper():
-    spec = importlib.util.spec_from_file_location("im2rec_wrapper", ROOT / "tools" / "im2rec_wrapper.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-WRAPPER = _load_wrapper()
-
-
-def run_tool(argv: list[str], capsys) -> tuple[int, str, str]:
-    """Run the wrapper in-process: (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exc:
-        run_cli(WRAPPER.main, argv)
-    captured = capsys.readouterr()
-    return exc.value.code, captured.out, captured.err
 
 
 def _payloads(rec: Path) -> Counter:
