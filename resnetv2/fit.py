@@ -36,7 +36,7 @@ from resnetv2.distributed import rank_path
 from resnetv2.errors import UserError
 from resnetv2.fileio import atomic_path, atomic_write_text
 from resnetv2.schedule import StepSchedule, rate_at_epoch
-from resnetv2.train_args import check_writable_dir, data_layout, default_prefix
+from resnetv2.train_args import check_writable_dir, data_layout, default_prefix, uses_training_graph
 
 LOG_FORMAT = "%(asctime)-15s Node[{rank}] %(message)s"
 DEFAULT_LR = 0.1
@@ -241,12 +241,20 @@ def _softmax_ce(probs: np.ndarray, labels: np.ndarray) -> float:
 
 
 class ModuleEngine:
-    """``mx.mod.Module`` over the Symbol, as the original trained (there through FeedForward)."""
+    """``mx.mod.Module`` over the Symbol, as the original trained (there through FeedForward).
+
+    With ``fast_graph`` the Module binds :func:`resnetv2.fastpath.training_graph` of ``sym``: the same parameters
+    and outputs (tests/test_fastpath.py), a faster backward pass on CPU. Checkpoints still hold ``sym``.
+    """
 
     def __init__(self, sym, contexts, cluster: Cluster, data_shape, arg_params, aux_params, optimizer: str,
-                 optimizer_params: dict):
+                 optimizer_params: dict, fast_graph: bool = False):
         import mxnet as mx
 
+        if fast_graph:
+            from resnetv2.fastpath import training_graph
+
+            sym, _ = training_graph(sym)
         self.mod = mx.mod.Module(sym, context=contexts)
         self.mod.bind(data_shapes=[("data", data_shape)], label_shapes=[("softmax_label", data_shape[:1])])
         self.mod.init_params(arg_params=arg_params, aux_params=aux_params, allow_missing=False, force_init=True)
@@ -298,10 +306,14 @@ class ModuleEngine:
 
 
 class GluonEngine:
-    """The hybridized Gluon net from the same spec, ``gluon.Trainer`` on the same kvstore, the same files."""
+    """The hybridized Gluon net from the same spec, ``gluon.Trainer`` on the same kvstore, the same files.
+
+    With ``fast_graph`` batches run through :func:`resnetv2.fastpath.hybridize_for_training`'s block, which shares
+    the net's Parameters (the Trainer and the checkpoints see the same arrays).
+    """
 
     def __init__(self, args, contexts, cluster: Cluster, data_shape, arg_params, aux_params, optimizer: str,
-                 optimizer_params: dict):
+                 optimizer_params: dict, fast_graph: bool = False):
         import mxnet as mx
         from mxnet import gluon
 
@@ -317,6 +329,12 @@ class GluonEngine:
             if not (name.endswith("_weight") or name.endswith("_gamma")):
                 param.wd_mult = 0.0
         self.net.hybridize()
+        self.block = self.net
+        if fast_graph:
+            from resnetv2.fastpath import hybridize_for_training
+
+            per_context = (data_shape[0] // len(contexts),) + tuple(data_shape[1:])
+            self.block = hybridize_for_training(self.net, per_context)
         params = {k: v for k, v in optimizer_params.items() if k != "rescale_grad"}
         if cluster.kv is not None and "async" in cluster.kv.type:
             raise UserError(f"--api gluon cannot train with --kv-store {cluster.kv.type} (Gluon's Trainer keeps "
@@ -346,7 +364,7 @@ class GluonEngine:
         data = split_and_load(batch.data[0], self.contexts, even_split=True)
         labels = split_and_load(batch.label[0], self.contexts, even_split=True)
         with autograd.record():
-            outputs = [self.net(x) for x in data]
+            outputs = [self.block(x) for x in data]
             losses = [self.loss_fn(o, y) for o, y in zip(outputs, labels)]
         autograd.backward(losses)
         self._pending = (labels, outputs)
@@ -362,7 +380,7 @@ class GluonEngine:
         from mxnet.gluon.utils import split_and_load
 
         parts = split_and_load(batch.data[0], self.contexts, even_split=True)
-        return np.concatenate([self._mx.nd.softmax(self.net(x)).asnumpy() for x in parts])
+        return np.concatenate([self._mx.nd.softmax(self.block(x)).asnumpy() for x in parts])
 
     def get_params(self) -> tuple[dict, dict]:
         from symbols.gluon_resnet_v2 import symbol_params
@@ -528,12 +546,15 @@ def fit(args: argparse.Namespace) -> TrainResult:
         if cluster.rank == 0:
             _copy_synset(args.data_dir, prefix)
         contexts = make_contexts(args)
+        fast = uses_training_graph(args)
         if args.api == "gluon":
             engine = GluonEngine(args, contexts, cluster, data_shape, arg_params, aux_params, args.optimizer,
-                                 optimizer_params)
+                                 optimizer_params, fast_graph=fast)
         else:
             engine = ModuleEngine(sym, contexts, cluster, data_shape, arg_params, aux_params, args.optimizer,
-                                  optimizer_params)
+                                  optimizer_params, fast_graph=fast)
+        logging.info("training graph: %s", "resnetv2.fastpath.training_graph (--plain-graph to turn off)" if fast
+                     else "as built")
         if states:
             engine.set_states(states)
         if args.retrain:

@@ -50,6 +50,11 @@ def add_model_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
                        help="plan activation recomputation to save memory (Module path only)")
     model.add_argument("--api", type=str, default="module", choices=["module", "gluon"],
                        help="train through mx.mod.Module (Symbol) or the hybridized Gluon net")
+    model.add_argument("--plain-graph", action="store_true",
+                       help="train the network graph exactly as built; by default CPU training (not --memonger) "
+                            "runs resnetv2.fastpath.training_graph: BN+ReLU as one op, global pooling as a mean, "
+                            "the same parameters and checkpoints; CIFAR training 1.1-1.3x faster with Module, 1.2-1.9x "
+                            "with Gluon (bench/RESULTS.md)")
     return model
 
 
@@ -183,6 +188,15 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             raise UserError(f"--model-load-epoch must be an epoch number, -1 or 'latest', "
                             f"got {args.model_load_epoch!r}") from None
     return args
+
+
+def uses_training_graph(args: argparse.Namespace) -> bool:
+    """Whether the run trains :func:`resnetv2.fastpath.training_graph`'s rewrite of the network.
+
+    CPU contexts only (its fused BN+ReLU is an MKLDNN operator), and not with ``--memonger`` (the plan marks the
+    nodes of the graph it was made for).
+    """
+    return not (args.plain_graph or args.gpu_ids or args.memonger)
 
 
 FOLDER = "folder"
