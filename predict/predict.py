@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resize", type=int, help="shorter side before the center crop (default: 256 for 224, "
                                                    "else the input size)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text lines")
+    parser.add_argument("--plain-graph", action="store_true",
+                        help="run the checkpoint's graph as saved instead of the folded, fused one (same results)")
     return parser.parse_args(argv)
 
 
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     images = find_images(args.img)
     check_checkpoint(args.prefix, args.epoch)
     image_shape = parse_image_shape(args.image_shape) if args.image_shape else None
-    model = load_model(args.prefix, args.epoch, pick_context(args.gpu, args.cpu), args.batch_size, image_shape)
+    model = load_model(args.prefix, args.epoch, pick_context(args.gpu, args.cpu), args.batch_size, image_shape,
+                       fast=not args.plain_graph)
     if args.num_classes is not None and args.num_classes != model.num_classes:
         raise UserError(f"--num-classes {args.num_classes} does not match the checkpoint: its fc1 has "
                         f"{model.num_classes} outputs")

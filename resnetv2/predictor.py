@@ -148,13 +148,14 @@ class Model:
 
 
 def load_model(prefix: str | os.PathLike, epoch: int, ctx=None, batch_size: int = 32,
-               image_shape: Sequence[int] | None = None, fast: bool = False) -> Model:
+               image_shape: Sequence[int] | None = None, fast: bool = True) -> Model:
     """Load checkpoint ``prefix``/``epoch`` and bind it for inference on ``ctx`` (default CPU) for batches of up
     to ``batch_size`` images of ``image_shape`` (default from the network's stem: 224 or 32 square).
 
-    ``fast`` (CPU only): predict through :class:`resnetv2.fastpath.InferenceModel` (conv+BN folded, BN+ReLU fused,
-    MKLDNN subgraph); same outputs within 1e-4 (tested). Off by default: MXNet 1.9.1 already runs this module
-    through its MKLDNN subgraph pass, and bench/RESULTS.md measured no reliable difference between the two."""
+    ``fast`` (CPU only, the default): predict through :class:`resnetv2.fastpath.InferenceModel` (conv+BN folded,
+    BN+ReLU fused, MKLDNN subgraph); the same outputs within 1e-4 (tested), 1.03-1.12x the plain module's img/s
+    on a quiet 2-core machine (bench/RESULTS.md). ``fast=False`` runs the checkpoint's graph as saved (MXNet
+    1.9.1 still applies its own MKLDNN pass to it)."""
     import mxnet as mx
 
     if batch_size <= 0:

@@ -371,7 +371,8 @@ def test_predictor_fast_path_matches_module(tmp_path, photos_dir):
     args, aux = random_params(sym, data.shape, seed=8)
     mx.model.save_checkpoint(str(tmp_path / "r18"), 1, sym, args, aux)
     fast = load_model(tmp_path / "r18", 1, batch_size=4, image_shape=(3, 64, 64), fast=True)
-    plain = load_model(tmp_path / "r18", 1, batch_size=4, image_shape=(3, 64, 64))
+    plain = load_model(tmp_path / "r18", 1, batch_size=4, image_shape=(3, 64, 64), fast=False)
+    assert load_model(tmp_path / "r18", 1, batch_size=4, image_shape=(3, 64, 64)).fast is not None  # the default
     assert fast.fast is not None and plain.fast is None
     got, want = fast.predict(data), plain.predict(data)  # 3 photos in a batch bound for 4: padded
     assert got.shape == (3, 1000) and close(got, want)

@@ -12,12 +12,14 @@ import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
 
 
 @pytest.mark.data
-def test_score_equals_the_trainings_validation_accuracy(trained_cifar, capsys):
-    """The whole CIFAR-10 test set (10,000 images): the same accuracy train_resnet.py logged for its last epoch."""
+@pytest.mark.parametrize("graph", [[], ["--plain-graph"]])
+def test_score_equals_the_trainings_validation_accuracy(trained_cifar, capsys, graph):
+    """The whole CIFAR-10 test set (10,000 images): the same accuracy train_resnet.py logged for its last epoch,
+    through the default folded inference graph and through the checkpoint's graph as saved."""
     score = load_tool("tools/score.py")
     rec = trained_cifar.data_dir / "cifar10_val.rec"
     assert score.main(["--prefix", trained_cifar.prefix, "--epoch", str(trained_cifar.epoch), "--rec", str(rec),
-                       "--batch-size", "128", "--json", "--no-progress"]) == 0
+                       "--batch-size", "128", "--json", "--no-progress", *graph]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["images"] == 10000
     assert result["top1"] == pytest.approx(trained_cifar.val_accuracy, abs=1e-6)

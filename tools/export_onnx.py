@@ -99,7 +99,8 @@ def export_onnx(prefix: str, epoch: int, out: str | os.PathLike, image_shape: Se
     if out.is_dir():
         raise UserError(f"cannot write {out}: Is a directory")
     check_checkpoint(prefix, epoch)
-    model = load_model(prefix, epoch, batch_size=max(check_batch, 1), image_shape=image_shape)
+    # the reference for the check is the checkpoint's own graph, as exported (not the folded inference graph)
+    model = load_model(prefix, epoch, batch_size=max(check_batch, 1), image_shape=image_shape, fast=False)
     diff = None
     try:
         with atomic_path(out) as tmp:

@@ -28,6 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
     parser.add_argument("--preprocess-threads", type=int, default=2, help="decode threads")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--plain-graph", action="store_true",
+                        help="run the checkpoint's graph as saved instead of the folded, fused one (same results)")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     return parser.parse_args(argv)
 
@@ -40,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     check_checkpoint(args.prefix, args.epoch)
     check_record_file(args.rec)
     shape = parse_image_shape(args.image_shape) if args.image_shape else None
-    model = load_model(args.prefix, args.epoch, pick_context(args.gpu, args.cpu), args.batch_size, shape)
+    model = load_model(args.prefix, args.epoch, pick_context(args.gpu, args.cpu), args.batch_size, shape,
+                       fast=not args.plain_graph)
     if args.num_classes is not None and args.num_classes != model.num_classes:
         raise UserError(f"--num-classes {args.num_classes} does not match the checkpoint: its fc1 has "
                         f"{model.num_classes} outputs")
