@@ -616,7 +616,8 @@ def _epochs(args, engine, sym, plan: DataPlan, cluster: Cluster, schedule: StepS
         stats: dict[str, Any] = {"epoch": epoch}
         stats.update({f"train-{n}": round(v, 6) for n, v in train_values})
         stats.update({f"val-{n}": round(v, 6) for n, v in val_values})
-        stats.update({"lr": schedule(num_update), "time": round(elapsed, 3),
+        # 12 significant digits: the rate 0.1 x 0.1 is logged as 0.01, not as its float product 0.010000000000000002
+        stats.update({"lr": float(f"{schedule(num_update):.12g}"), "time": round(elapsed, 3),
                       "speed": round(plan.epoch_size * args.batch_size / elapsed, 2),
                       "images-read": int(class_counts.sum()), "class-counts-read": class_counts.tolist()})
         logging.info("json_stats: %s", json.dumps(stats))

@@ -205,3 +205,18 @@ def test_folder_data_type_trains_like_its_known_type(small_reference_run, cifar_
     assert sorted(ours) == sorted(ref)
     for key in ref:
         np.testing.assert_array_equal(ours[key], ref[key], err_msg=key)
+
+
+def test_train_speed_bench_reads_the_speedometer_lines(small_reference_run):
+    """bench/train_speed.py's numbers are the Speedometer's: one per "Speed:" line of a real run, in order."""
+    from test_onnx import load_tool
+
+    bench = load_tool("bench/train_speed.py")
+    lines = [line for line in small_reference_run.stdout.splitlines() if "Speed:" in line]
+    want = [float(line.split("Speed:")[1].split()[0]) for line in lines]
+    assert len(want) >= 3 and all(v > 0 for v in want)
+    assert bench.window_speeds(small_reference_run.stdout) == want
+    assert bench.parse_config("gluon=--api,gluon") == ("gluon", ["--api", "gluon"])
+    assert bench.parse_config("default=") == ("default", [])
+    with pytest.raises(Exception, match="NAME=FLAGS"):
+        bench.parse_config("--plain-graph")
