@@ -17,12 +17,9 @@ from pathlib import Path
 import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
 from resnetv2.errors import UserError, run_cli
 from resnetv2.predictor import (
-    check_checkpoint,
     find_images,
     format_prediction,
-    load_model,
-    parse_image_shape,
-    pick_context,
+    load_model_from_flags,
     predict_images,
     predictions_json,
     read_synset,
@@ -75,13 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.top_k <= 0:
         raise UserError(f"--top-k must be positive, got {args.top_k}")
     images = find_images(args.img)
-    check_checkpoint(args.prefix, args.epoch)
-    image_shape = parse_image_shape(args.image_shape) if args.image_shape else None
-    model = load_model(args.prefix, args.epoch, pick_context(args.gpu, args.cpu), args.batch_size, image_shape,
-                       fast=not args.plain_graph)
-    if args.num_classes is not None and args.num_classes != model.num_classes:
-        raise UserError(f"--num-classes {args.num_classes} does not match the checkpoint: its fc1 has "
-                        f"{model.num_classes} outputs")
+    model = load_model_from_flags(args)
     names = class_names(args.synset, args.prefix, model.num_classes)
     results = []
     for pred in predict_images(model, images, names, args.top_k, args.resize):

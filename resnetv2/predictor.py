@@ -182,6 +182,20 @@ def load_model(prefix: str | os.PathLike, epoch: int, ctx=None, batch_size: int 
     return Model(module, net, arg_params, aux_params, batch_size, shape, num_classes, fast_model)
 
 
+def load_model_from_flags(args) -> Model:
+    """:func:`load_model` for the flags ``predict/predict.py`` and ``tools/score.py`` share: ``--prefix``,
+    ``--epoch``, ``--gpu``, ``--cpu``, ``--batch-size``, ``--image-shape``, ``--plain-graph`` and ``--num-classes``
+    (checked against the checkpoint's ``fc1``)."""
+    check_checkpoint(args.prefix, args.epoch)
+    image_shape = parse_image_shape(args.image_shape) if args.image_shape else None
+    model = load_model(args.prefix, args.epoch, pick_context(args.gpu, args.cpu), args.batch_size, image_shape,
+                       fast=not args.plain_graph)
+    if args.num_classes is not None and args.num_classes != model.num_classes:
+        raise UserError(f"--num-classes {args.num_classes} does not match the checkpoint: its fc1 has "
+                        f"{model.num_classes} outputs")
+    return model
+
+
 def read_synset(path: str | os.PathLike) -> list[str]:
     """Class names, one per line (blank lines at the end dropped). A line ``n01440764 tench, Tinca tinca`` in
     MXNet's older synset format is kept whole."""

@@ -12,8 +12,8 @@ import json
 import os
 
 import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
-from resnetv2.errors import UserError, run_cli
-from resnetv2.predictor import check_checkpoint, load_model, parse_image_shape, pick_context, score_record
+from resnetv2.errors import run_cli
+from resnetv2.predictor import check_checkpoint, load_model_from_flags, score_record
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,12 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     check_checkpoint(args.prefix, args.epoch)
     check_record_file(args.rec)
-    shape = parse_image_shape(args.image_shape) if args.image_shape else None
-    model = load_model(args.prefix, args.epoch, pick_context(args.gpu, args.cpu), args.batch_size, shape,
-                       fast=not args.plain_graph)
-    if args.num_classes is not None and args.num_classes != model.num_classes:
-        raise UserError(f"--num-classes {args.num_classes} does not match the checkpoint: its fc1 has "
-                        f"{model.num_classes} outputs")
+    model = load_model_from_flags(args)
     score = score_record(model, args.rec, progress=not args.no_progress, preprocess_threads=args.preprocess_threads)
     if args.json:
         print(json.dumps({"rec": str(args.rec), "images": score.images, "top1": score.top1,
