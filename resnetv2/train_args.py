@@ -27,7 +27,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     data.add_argument("--image-shape", type=str, default=None,
                       help="--data-type folder: network input 'C,H,W', e.g. 3,224,224 (H <= 64: CIFAR-style net)")
     data.add_argument("--list-dir", type=str, default="./",
-                      help="folder of the .lst files (kept for the original's command lines; packing reads it)")
+                      help="accepted for the original's command lines and unused: the image counts come from "
+                           "the .idx files beside the records")
     data.add_argument("--aug-level", type=int, default=2, choices=[0, 1, 2, 3],
                       help="ImageNet augmentation level: 1 crop+mirror, 2 +scale/aspect/HSL, 3 +rotation/shear")
     data.add_argument("--num-examples", type=int, default=None,
