@@ -120,9 +120,25 @@ def _build_module(model: str, batch: int, variant: str, what: str):
     return step
 
 
-def _build_gluon(model: str, batch: int, variant: str, what: str):
+def _gluon_train_step(net, trainer, data, label):
+    """One Gluon training step as a closure: forward under autograd, softmax cross-entropy, backward, update."""
     import mxnet as mx
     from mxnet import autograd, gluon
+
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+
+    def step():
+        with autograd.record():
+            loss = loss_fn(net(data), label)
+        loss.backward()
+        trainer.step(data.shape[0])
+        mx.nd.waitall()
+    return step
+
+
+def _build_gluon(model: str, batch: int, variant: str, what: str):
+    import mxnet as mx
+    from mxnet import gluon
 
     from resnetv2 import fastpath
     from symbols import get_model
@@ -139,16 +155,7 @@ def _build_gluon(model: str, batch: int, variant: str, what: str):
         for name, param in net.collect_params().items():
             if name.endswith(("_beta", "_bias")):
                 param.wd_mult = 0.0  # as the Symbol optimizer: decay weights and gammas only
-        trainer = gluon.Trainer(net.collect_params(), "nag", dict(NAG))
-        loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-
-        def step():
-            with autograd.record():
-                loss = loss_fn(net(data), label)
-            loss.backward()
-            trainer.step(batch)
-            mx.nd.waitall()
-        return step
+        return _gluon_train_step(net, gluon.Trainer(net.collect_params(), "nag", dict(NAG)), data, label)
     if variant == "fast":
         net = fastpath.gluon_inference_block(net, data.shape)
     else:
@@ -171,7 +178,7 @@ def _gluoncv_net(model: str, classes: int):
 def _build_gluoncv(model: str, batch: int, variant: str, what: str):
     """As peer_mxnet_gluoncv.py: Xavier init, hybridize(static_alloc, static_shape), SGD momentum 0.9 wd 1e-4."""
     import mxnet as mx
-    from mxnet import autograd, gluon
+    from mxnet import gluon
 
     shape, classes = model_shape(model)
     net = _gluoncv_net(model, classes)
@@ -180,17 +187,10 @@ def _build_gluoncv(model: str, batch: int, variant: str, what: str):
     data, label = _mx_data(batch, shape, classes)
     if what == "train":
         trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4})
-        loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+        return _gluon_train_step(net, trainer, data, label)
 
-        def step():
-            with autograd.record():
-                loss = loss_fn(net(data), label)
-            loss.backward()
-            trainer.step(batch)
-            mx.nd.waitall()
-    else:
-        def step():
-            net(data).wait_to_read()
+    def step():
+        net(data).wait_to_read()
     return step
 
 
