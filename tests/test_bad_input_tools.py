@@ -71,6 +71,16 @@ def work(tmp_path_factory):
     return root, prefix
 
 
+def unwritable_outputs(folder, suffix: str) -> dict:
+    """The three unwritable --out cases for an output file ending in ``suffix``: case -> (path, the folder that
+    stops it). Makes ``folder/afile`` (a file) and ``folder/taken{suffix}`` (a folder)."""
+    (folder / "afile").write_text("keep me")
+    (folder / f"taken{suffix}").mkdir()
+    return {"parent is a file": (folder / "afile" / f"m{suffix}", folder / "afile"),
+            "no such folder": (folder / "missing" / f"m{suffix}", folder / "missing"),
+            "target is a folder": (folder / f"taken{suffix}", folder / f"taken{suffix}")}
+
+
 def test_plot_curve_missing_log(work):
     root, _ = work
     before = snapshot(root)
@@ -116,13 +126,9 @@ def test_plot_curve_no_top5_in_any_log(work):
 @pytest.mark.parametrize("case", ["parent is a file", "no such folder", "target is a folder"])
 def test_plot_curve_output_not_writable(work, tmp_path, case):
     root, _ = work
-    (tmp_path / "afile").write_text("keep me")
-    (tmp_path / "taken.png").mkdir()
-    out, message = {
-        "parent is a file": (tmp_path / "afile" / "curve.png", f"{tmp_path / 'afile'} is not a directory"),
-        "no such folder": (tmp_path / "missing" / "curve.png", f"directory {tmp_path / 'missing'} does not exist"),
-        "target is a folder": (tmp_path / "taken.png", f"cannot write {tmp_path / 'taken.png'}: Is a directory"),
-    }[case]
+    out, where = unwritable_outputs(tmp_path, ".png")[case]
+    message = {"parent is a file": f"{where} is not a directory", "no such folder": f"directory {where} does not exist",
+               "target is a folder": f"cannot write {where}: Is a directory"}[case]
     before = snapshot(root, tmp_path)
     fails_with(run(PLOT, "--logs", root / "good.log", "--out", out), PLOT, message)
     assert snapshot(root, tmp_path) == before
@@ -235,13 +241,9 @@ def test_export_missing_prefix(work):
 @pytest.mark.parametrize("case", ["parent is a file", "no such folder", "target is a folder"])
 def test_export_output_not_writable(work, tmp_path, case):
     root, prefix = work
-    (tmp_path / "afile").write_text("keep me")
-    (tmp_path / "taken.onnx").mkdir()
-    out, message = {
-        "parent is a file": (tmp_path / "afile" / "m.onnx", f"{tmp_path / 'afile'} is not a directory"),
-        "no such folder": (tmp_path / "missing" / "m.onnx", f"{tmp_path / 'missing'} does not exist"),
-        "target is a folder": (tmp_path / "taken.onnx", f"cannot write {tmp_path / 'taken.onnx'}: Is a directory"),
-    }[case]
+    out, where = unwritable_outputs(tmp_path, ".onnx")[case]
+    message = {"parent is a file": f"{where} is not a directory", "no such folder": f"{where} does not exist",
+               "target is a folder": f"cannot write {where}: Is a directory"}[case]
     before = snapshot(root, tmp_path)
     fails_with(run(EXPORT, "--prefix", prefix, "--epoch", 1, "--out", out, "--check-batch", 1), EXPORT, message)
     assert snapshot(root, tmp_path) == before
