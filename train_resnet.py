@@ -11,14 +11,14 @@ from __future__ import annotations
 import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
 from resnetv2.distributed import fail_fast_in_job
 from resnetv2.errors import run_cli
-from resnetv2.train_args import build_parser, resolve_args
+from resnetv2.train_args import parse_args
 
 
 def main(argv: list[str] | None = None) -> int:
     from resnetv2 import runtime
 
     runtime.configure()  # process-level speed settings, before MXNet loads (see resnetv2/runtime.py)
-    args = resolve_args(build_parser().parse_args(argv))
+    args = parse_args(argv)
     from resnetv2.fit import fit
 
     with fail_fast_in_job("train_resnet.py"):  # a failed worker of a distributed job exits at once, never hangs

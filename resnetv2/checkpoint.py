@@ -7,8 +7,9 @@ the ``.states`` file goes first and the ``.params`` last, so an epoch counts as 
 ``.params`` exists.
 
 ``.states`` is not MXNet's pickle (a pickle can run code when loaded): it is an ``mx.nd.save`` file with keys
-``state:NAME`` (one momentum array per parameter), ``meta:num_update`` and ``meta:next_lr`` (the rate of the
-first update of the next epoch, so a retrain without ``--lr`` continues the same curve).
+``state:NAME`` (one momentum array per parameter), ``meta:num_update``, ``meta:next_lr`` (the rate of the
+first update of the next epoch before any warm-up, so a step-mode retrain without ``--lr`` continues the same
+curve) and ``meta:base_lr`` (the peak of a cosine/poly curve).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import contextlib
 import os
 import re
 from pathlib import Path
+from typing import Iterable
 
 from resnetv2.errors import UserError
 from resnetv2.fileio import atomic_path, atomic_write_text
@@ -151,3 +153,45 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def best_path(prefix: str | os.PathLike) -> Path:
+    return Path(f"{prefix}-best.json")
+
+
+def read_best(prefix: str | os.PathLike) -> dict | None:
+    """``{'epoch': N, 'val-accuracy': A}`` from ``PREFIX-best.json`` (written by ``--save-best``), or None."""
+    import json
+
+    path = best_path(prefix)
+    if not path.is_file():
+        return None
+    try:
+        best = json.loads(path.read_text(encoding="utf-8"))
+        return {"epoch": int(best["epoch"]), "val-accuracy": float(best["val-accuracy"])}
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: not a best-checkpoint record ({{'epoch': N, 'val-accuracy': A}})") from None
+
+
+def write_best(prefix: str | os.PathLike, epoch: int, accuracy: float) -> None:
+    import json
+
+    atomic_write_text(best_path(prefix), json.dumps({"epoch": epoch, "val-accuracy": accuracy}) + "\n")
+
+
+def prune(prefix: str | os.PathLike, keep_last: int, keep: Iterable[int] = ()) -> list[int]:
+    """Delete the checkpoints (``.params`` first, then ``.states``) of every complete epoch but the newest
+    ``keep_last`` and those in ``keep``; return the epochs deleted. ``keep_last`` < 1 deletes nothing: the newest
+    epoch, the one ``--retrain`` loads, is never deleted."""
+    if keep_last < 1:
+        return []
+    epochs = list_epochs(prefix)
+    protected = set(epochs[-keep_last:]) | set(keep)
+    deleted = []
+    for epoch in epochs:
+        if epoch in protected:
+            continue
+        params_path(prefix, epoch).unlink(missing_ok=True)
+        states_path(prefix, epoch).unlink(missing_ok=True)
+        deleted.append(epoch)
+    return deleted

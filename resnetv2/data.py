@@ -69,6 +69,10 @@ AUG_PRESETS: dict[int, dict[str, Any]] = {
             max_aspect_ratio=0.25, random_h=36, random_s=50, random_l=50),
     3: dict(rand_crop=True, rand_mirror=True, max_random_scale=1.0, min_random_scale=0.533,
             max_aspect_ratio=0.25, random_h=36, random_s=50, random_l=50, max_rotate_angle=10, max_shear_ratio=0.1),
+    # Not the original's: the RandomResizedCrop of the modern recipes (Inception-style; GluonCV, MindSpore,
+    # PaddleClas): a crop of 8-100 % of the image's area with aspect ratio 3/4-4/3, resized to the input size.
+    4: dict(rand_mirror=True, random_resized_crop=True, min_random_area=0.08, max_random_area=1.0,
+            min_aspect_ratio=3 / 4, max_aspect_ratio=4 / 3),
 }
 
 

@@ -35,8 +35,9 @@ from resnetv2.data import check_batch_fits, check_record_file, count_records, ma
 from resnetv2.distributed import rank_path
 from resnetv2.errors import UserError
 from resnetv2.fileio import atomic_path, atomic_write_text
-from resnetv2.schedule import StepSchedule, rate_at_epoch
-from resnetv2.train_args import check_writable_dir, data_layout, default_prefix, uses_training_graph
+from resnetv2.recipe import TargetRecipe, frozen_names, is_decayed, last_layer_names, multipliers, soft_cross_entropy
+from resnetv2.schedule import Schedule, rate_at_epoch
+from resnetv2.train_args import check_writable_dir, data_layout, default_prefix, saved_config, uses_training_graph
 
 LOG_FORMAT = "%(asctime)-15s Node[{rank}] %(message)s"
 DEFAULT_LR = 0.1
@@ -234,10 +235,41 @@ def check_checkpoint_fits(sym, data_shape, arg_params: dict, aux_params: dict, w
 
 
 # ------------------------------------------------------------------------------------------------- engines
-def _softmax_ce(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Mean cross-entropy of softmax outputs ``probs`` (N, C) for integer ``labels`` (N,)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return float(-np.mean(np.log(probs[np.arange(len(labels)), labels.astype(np.int64)])))
+@dataclass
+class TrainSetup:
+    """What both engines apply beyond the optimizer's own arguments (:mod:`resnetv2.recipe`): whether targets are
+    distributions over ``num_classes``, weight-decay and learning-rate multipliers by parameter name, and the
+    names of frozen (untrained) parameters."""
+
+    num_classes: int = 0
+    soft: bool = False
+    wd_mult: dict = field(default_factory=dict)
+    lr_mult: dict = field(default_factory=dict)
+    frozen: list = field(default_factory=list)
+
+
+def train_setup(args: argparse.Namespace, param_names) -> TrainSetup:
+    """The :class:`TrainSetup` of the flags (``--label-smoothing``, ``--mixup``, ``--no-wd``, ``--lr-mult-body``,
+    ``--freeze-stages``) for a network with ``param_names``."""
+    wd_mult, lr_mult = multipliers(param_names, args.no_wd, args.lr_mult_body)
+    return TrainSetup(args.num_classes, target_recipe(args).soft, wd_mult, lr_mult,
+                      frozen_names(param_names, args.freeze_stages))
+
+
+def target_recipe(args: argparse.Namespace) -> TargetRecipe:
+    return TargetRecipe(args.num_classes, args.label_smoothing, args.mixup, args.mixup_off_epoch, args.end_epoch,
+                        args.seed)
+
+
+def _optimizer(name: str, optimizer_params: dict, param_names, wd_mult: dict, lr_mult: dict):
+    """The MXNet optimizer with ``wd_mult`` / ``lr_mult`` set explicitly for every parameter name (built here, not
+    by Module from a string, so the servers of a dist kvstore receive the multipliers too)."""
+    import mxnet as mx
+
+    optimizer = mx.optimizer.create(name, **optimizer_params)
+    optimizer.wd_mult = {n: wd_mult.get(n, 1.0 if is_decayed(n) else 0.0) for n in param_names}
+    optimizer.lr_mult = {n: lr_mult.get(n, 1.0) for n in param_names}
+    return optimizer
 
 
 class ModuleEngine:
@@ -248,35 +280,48 @@ class ModuleEngine:
     """
 
     def __init__(self, sym, contexts, cluster: Cluster, data_shape, arg_params, aux_params, optimizer: str,
-                 optimizer_params: dict, fast_graph: bool = False):
+                 optimizer_params: dict, fast_graph: bool = False, recipe: TrainSetup | None = None):
         import mxnet as mx
 
+        recipe = recipe or TrainSetup()
         if fast_graph:
             from resnetv2.fastpath import training_graph
 
             sym, _ = training_graph(sym)
-        self.mod = mx.mod.Module(sym, context=contexts)
-        self.mod.bind(data_shapes=[("data", data_shape)], label_shapes=[("softmax_label", data_shape[:1])])
+        # Soft targets (label smoothing, mixup): SoftmaxOutput takes a label of the output's shape as a
+        # distribution, its gradient is then probs - targets.
+        label_shape = (data_shape[0], recipe.num_classes) if recipe.soft else data_shape[:1]
+        self.mod = mx.mod.Module(sym, context=contexts, fixed_param_names=recipe.frozen or None)
+        self.mod.bind(data_shapes=[("data", data_shape)], label_shapes=[("softmax_label", label_shape)])
         self.mod.init_params(arg_params=arg_params, aux_params=aux_params, allow_missing=False, force_init=True)
-        self.mod.init_optimizer(kvstore=cluster.kv, optimizer=optimizer, optimizer_params=optimizer_params)
+        names = self.mod._exec_group.param_names
+        self.mod.init_optimizer(kvstore=cluster.kv, optimizer=_optimizer(optimizer, optimizer_params, names,
+                                                                         recipe.wd_mult, recipe.lr_mult))
         self.loss = math.nan
 
     @property
     def optimizer(self):
         return self.mod._optimizer
 
-    def forward_backward(self, batch) -> float:
-        self.mod.forward_backward(batch)
+    def forward_backward(self, data, targets) -> float:
+        """One forward and backward pass; ``targets`` are labels (N,) or distributions (N, K). Returns the mean
+        cross-entropy (nats)."""
+        import mxnet as mx
+
+        self.mod.forward_backward(mx.io.DataBatch(data=[data], label=[targets]))
         probs = self.mod.get_outputs()[0].asnumpy()
-        self.loss = _softmax_ce(probs, batch.label[0].asnumpy())
+        self.loss = soft_cross_entropy(probs, targets.asnumpy())
         return self.loss
 
-    def update(self, batch, metric) -> None:
+    def update(self, metric, labels) -> None:
+        """Apply the gradients of the last pass; ``metric`` against the batch's (unmixed) ``labels``."""
         self.mod.update()
-        self.mod.update_metric(metric, batch.label)
+        self.mod.update_metric(metric, [labels])
 
     def predict(self, batch) -> np.ndarray:
-        self.mod.forward(batch, is_train=False)
+        import mxnet as mx
+
+        self.mod.forward(mx.io.DataBatch(data=batch.data), is_train=False)  # no label: it may be bound (N, K)
         return self.mod.get_outputs()[0].asnumpy()
 
     def get_params(self) -> tuple[dict, dict]:
@@ -313,7 +358,7 @@ class GluonEngine:
     """
 
     def __init__(self, args, contexts, cluster: Cluster, data_shape, arg_params, aux_params, optimizer: str,
-                 optimizer_params: dict, fast_graph: bool = False):
+                 optimizer_params: dict, fast_graph: bool = False, recipe: TrainSetup | None = None):
         import mxnet as mx
         from mxnet import gluon
 
@@ -324,10 +369,13 @@ class GluonEngine:
         self.contexts = contexts
         self.net = get_net(args.num_classes, args.depth, layout.net_type, bn_mom=args.bn_mom)
         load_symbol_params(self.net, arg_params, aux_params, ctx=contexts)
+        recipe = recipe or TrainSetup()
         for name, param in self.net.collect_params().items():
-            # The Symbol optimizer decays only *_weight and *_gamma (Optimizer.set_wd_mult); match it.
-            if not (name.endswith("_weight") or name.endswith("_gamma")):
-                param.wd_mult = 0.0
+            # Gluon's Trainer decays every parameter by default: set the Symbol optimizer's multipliers explicitly.
+            param.wd_mult = recipe.wd_mult.get(name, 1.0 if is_decayed(name) else 0.0)
+            param.lr_mult = recipe.lr_mult.get(name, 1.0)
+            if name in recipe.frozen:
+                param.grad_req = "null"
         self.net.hybridize()
         self.block = self.net
         if fast_graph:
@@ -343,9 +391,9 @@ class GluonEngine:
         # does. (Updating on the workers from pulled gradients was measured to leave the two workers of a
         # dist_sync job with different weights in about half the runs.)
         distributed = cluster.kv is not None and "dist" in cluster.kv.type
-        self.trainer = gluon.Trainer(self.net.collect_params(), optimizer, params, kvstore=cluster.kv,
-                                     update_on_kvstore=distributed)
-        self.loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+        trained = {n: p for n, p in self.net.collect_params().items() if p.grad_req != "null"}
+        self.trainer = gluon.Trainer(trained, optimizer, params, kvstore=cluster.kv, update_on_kvstore=distributed)
+        self.loss_fn = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=not recipe.soft)
         self.batch_size = data_shape[0]
         # dist_sync sums the gradients of every worker's batch: normalise by the batch of the whole job.
         sync_workers = cluster.num_workers if cluster.kv is not None and "_sync" in cluster.kv.type else 1
@@ -357,24 +405,29 @@ class GluonEngine:
     def optimizer(self):
         return self.trainer._optimizer
 
-    def forward_backward(self, batch) -> float:
+    def forward_backward(self, data, targets) -> float:
+        """As :meth:`ModuleEngine.forward_backward`."""
         from mxnet import autograd
         from mxnet.gluon.utils import split_and_load
 
-        data = split_and_load(batch.data[0], self.contexts, even_split=True)
-        labels = split_and_load(batch.label[0], self.contexts, even_split=True)
+        parts = split_and_load(data, self.contexts, even_split=True)
+        target_parts = split_and_load(targets, self.contexts, even_split=True)
         with autograd.record():
-            outputs = [self.block(x) for x in data]
-            losses = [self.loss_fn(o, y) for o, y in zip(outputs, labels)]
+            outputs = [self.block(x) for x in parts]
+            losses = [self.loss_fn(o, y) for o, y in zip(outputs, target_parts)]
         autograd.backward(losses)
-        self._pending = (labels, outputs)
+        self._pending = outputs
         total = sum(float(loss.sum().asscalar()) for loss in losses)
         return total / self.batch_size
 
-    def update(self, batch, metric) -> None:
-        labels, outputs = self._pending
+    def update(self, metric, labels) -> None:
+        """As :meth:`ModuleEngine.update`."""
+        from mxnet.gluon.utils import split_and_load
+
+        outputs = self._pending
         self.trainer.step(self.step_size)
-        metric.update(labels, [self._mx.nd.softmax(o) for o in outputs])
+        metric.update(split_and_load(labels, self.contexts, even_split=True),
+                      [self._mx.nd.softmax(o) for o in outputs])
 
     def predict(self, batch) -> np.ndarray:
         from mxnet.gluon.utils import split_and_load
@@ -490,6 +543,27 @@ def build_symbol(args, data_shape):
     return sym
 
 
+def make_schedule(args: argparse.Namespace, begin_epoch: int, epoch_size: int, states: dict | None) -> Schedule:
+    """The learning-rate curve of the run (:class:`resnetv2.schedule.Schedule`) for ``--lr-mode``.
+
+    'step' keeps the original's meaning of ``--lr``: the rate in force at ``begin_epoch`` (default: the rate the
+    checkpointed run would have used next, ``meta:next_lr``). 'cosine'/'poly': ``--lr`` is the curve's peak
+    (default: the checkpointed run's ``meta:base_lr``, else 0.1), the curve is absolute in the update count.
+    """
+
+    def saved(key: str) -> float | None:
+        return float(states[key].asnumpy()[0]) if states is not None and key in states else None
+
+    if args.lr_mode == "step":
+        lr = args.lr if args.lr is not None else saved("meta:next_lr")
+        if lr is None:
+            lr = rate_at_epoch(begin_epoch, DEFAULT_LR, args.lr_step_epochs, args.lr_factor)
+    else:
+        lr = args.lr if args.lr is not None else (saved("meta:base_lr") or DEFAULT_LR)
+    return Schedule(args.lr_mode, lr, epoch_size, args.end_epoch, tuple(args.lr_step_epochs), args.lr_factor,
+                    begin_epoch, args.warmup_epochs, args.warmup_lr)
+
+
 def fit(args: argparse.Namespace) -> TrainResult:
     """Train as the flags in ``args`` say (already checked by :func:`resnetv2.train_args.resolve_args`)."""
 
@@ -525,21 +599,20 @@ def fit(args: argparse.Namespace) -> TrainResult:
                             f"--retrain to continue from the newest, or choose another --model-prefix")
         begin_epoch, states = 0, None
         arg_params, aux_params = init_params(sym, data_shape, args.seed)
+        if args.last_gamma:
+            for name in last_layer_names(arg_params):
+                arg_params[name][:] = 0
     if begin_epoch >= args.end_epoch:
         raise UserError(f"checkpoint epoch {begin_epoch} is already at --end-epoch {args.end_epoch}: nothing to do")
 
-    if args.lr is not None:
-        lr = args.lr
-    elif states is not None and "meta:next_lr" in states:
-        lr = float(states["meta:next_lr"].asnumpy()[0])
-    else:
-        lr = rate_at_epoch(begin_epoch, DEFAULT_LR, args.lr_step_epochs, args.lr_factor)
-    schedule = StepSchedule(lr, args.lr_step_epochs, plan.epoch_size, args.lr_factor, begin_epoch)
+    schedule = make_schedule(args, begin_epoch, plan.epoch_size, states)
+    lr = schedule.base_lr
     optimizer_params = dict(learning_rate=lr, lr_scheduler=schedule, momentum=args.mom, wd=args.wd,
                             rescale_grad=1.0 / (args.batch_size * (cluster.num_workers if cluster.kv is not None
                                                                    and "_sync" in cluster.kv.type else 1)),
                             begin_num_update=begin_epoch * plan.epoch_size)
 
+    atomic_write_text(f"{prefix}-args.json", json.dumps(saved_config(args), indent=1) + "\n")
     log = TrainingLog(args.log_file, cluster.rank)
     try:
         logging.info("start with arguments %s", args)
@@ -547,12 +620,13 @@ def fit(args: argparse.Namespace) -> TrainResult:
             _copy_synset(args.data_dir, prefix)
         contexts = make_contexts(args)
         fast = uses_training_graph(args)
+        setup = train_setup(args, list(arg_params))
         if args.api == "gluon":
             engine = GluonEngine(args, contexts, cluster, data_shape, arg_params, aux_params, args.optimizer,
-                                 optimizer_params, fast_graph=fast)
+                                 optimizer_params, fast_graph=fast, recipe=setup)
         else:
             engine = ModuleEngine(sym, contexts, cluster, data_shape, arg_params, aux_params, args.optimizer,
-                                  optimizer_params, fast_graph=fast)
+                                  optimizer_params, fast_graph=fast, recipe=setup)
         logging.info("training graph: %s", "resnetv2.fastpath.training_graph (--plain-graph to turn off)" if fast
                      else "as built")
         if states:
@@ -567,13 +641,14 @@ def fit(args: argparse.Namespace) -> TrainResult:
     return result
 
 
-def _epochs(args, engine, sym, plan: DataPlan, cluster: Cluster, schedule: StepSchedule, result: TrainResult,
+def _epochs(args, engine, sym, plan: DataPlan, cluster: Cluster, schedule: Schedule, result: TrainResult,
             log: TrainingLog) -> None:
     import mxnet as mx
 
     metric = _metrics(data_layout(args), args.num_classes)
     val_metric = _metrics(data_layout(args), args.num_classes)
     speedometer = mx.callback.Speedometer(args.batch_size, args.frequent)
+    targets_of = target_recipe(args)
     for epoch in range(result.begin_epoch, args.end_epoch):
         tic = time.time()
         metric.reset()
@@ -588,12 +663,17 @@ def _epochs(args, engine, sym, plan: DataPlan, cluster: Cluster, schedule: StepS
             labels = batch.label[0].asnumpy().astype(np.int64)
             class_counts += np.bincount(labels[(labels >= 0) & (labels < args.num_classes)],
                                         minlength=args.num_classes)
-            loss = engine.forward_backward(batch)
+            data, targets = batch.data[0], batch.label[0]
+            if targets_of.soft:
+                mixed, soft = targets_of.apply(data.asnumpy(), labels, epoch, nbatch)
+                data = data if mixed is None else mx.nd.array(mixed, ctx=data.context)
+                targets = mx.nd.array(soft, ctx=data.context)
+            loss = engine.forward_backward(data, targets)
             if not math.isfinite(loss):
                 raise UserError(f"training diverged: loss is {loss} at Epoch[{epoch}] Batch [{nbatch}]; stopped "
                                 f"before updating, newest checkpoint kept: {_newest(result.prefix)} (retrain from "
                                 f"it with a lower --lr)")
-            engine.update(batch, metric)
+            engine.update(metric, batch.label[0])
             speedometer(mx.model.BatchEndParam(epoch=epoch, nbatch=nbatch, eval_metric=metric, locals=None))
         del train_iter
         train_values = metric.get_global_name_value()
@@ -606,7 +686,8 @@ def _epochs(args, engine, sym, plan: DataPlan, cluster: Cluster, schedule: StepS
         num_update = (epoch + 1) * plan.epoch_size
         states = engine.get_states()
         states["meta:num_update"] = mx.nd.array([num_update], dtype="float64")
-        states["meta:next_lr"] = mx.nd.array([schedule(num_update + 1)], dtype="float64")
+        states["meta:next_lr"] = mx.nd.array([schedule.curve(num_update + 1)], dtype="float64")
+        states["meta:base_lr"] = mx.nd.array([schedule.base_lr], dtype="float64")
         saved = ckpt.save_checkpoint(result.prefix, epoch + 1, sym, arg_params, aux_params, states)
         logging.info('Saved checkpoint to "%s"', saved)
 
@@ -622,7 +703,24 @@ def _epochs(args, engine, sym, plan: DataPlan, cluster: Cluster, schedule: StepS
                       "images-read": int(class_counts.sum()), "class-counts-read": class_counts.tolist()})
         logging.info("json_stats: %s", json.dumps(stats))
         result.history.append(stats)
+        _retain(args, result.prefix, epoch + 1, dict(val_values).get("accuracy", math.nan))
         log.commit()
+
+
+def _retain(args, prefix: str, epoch: int, accuracy: float) -> None:
+    """``--save-best``: record checkpoint ``epoch`` in ``PREFIX-best.json`` when its validation accuracy is the
+    best so far; ``--keep-last N``: delete all but the newest N checkpoints and the best."""
+    best = ckpt.read_best(prefix) if args.save_best else None
+    if args.save_best and (best is None or accuracy > best["val-accuracy"]
+                           or not ckpt.params_path(prefix, best["epoch"]).is_file()):
+        ckpt.write_best(prefix, epoch, accuracy)
+        best = {"epoch": epoch, "val-accuracy": accuracy}
+        logging.info("Epoch[%d] best validation accuracy so far: checkpoint %s", epoch - 1,
+                     ckpt.params_path(prefix, epoch))
+    deleted = ckpt.prune(prefix, args.keep_last, keep=[best["epoch"]] if best else [])
+    if deleted:
+        logging.info("--keep-last %d: deleted the checkpoints of epochs %s", args.keep_last,
+                     ", ".join(map(str, deleted)))
 
 
 def _newest(prefix: str) -> str:

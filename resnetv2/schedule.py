@@ -8,6 +8,8 @@ run begins. This module keeps exactly that meaning, so a resumed run continues o
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Sequence
 
 # By network type (the stem: 'cifar10' for 32x32-style data, digits and small folders included; 'imagenet').
@@ -40,21 +42,69 @@ def parse_steps(text: str) -> tuple[int, ...]:
     return steps
 
 
-class StepSchedule:
-    """An MXNet ``lr_scheduler`` (any callable of ``num_update`` works) over :func:`learning_rate`.
+LR_MODES = ("step", "cosine", "poly")
 
-    ``base_lr`` mirrors the attribute MXNet's optimizers read and overwrite; it is the ``lr`` of
-    :func:`learning_rate`.
+
+def warmup_rate(num_update: int, target: float, warmup_updates: int, warmup_lr: float) -> float:
+    """The rate of update ``num_update`` (1-based) during a linear warm-up of ``warmup_updates`` updates that starts
+    at ``warmup_lr`` and would reach ``target`` at update ``warmup_updates + 1``; ``target`` after the warm-up."""
+    if num_update > warmup_updates:
+        return target
+    return warmup_lr + (target - warmup_lr) * (num_update - 1) / warmup_updates
+
+
+def annealed_rate(num_update: int, base_lr: float, first_update: int, total_updates: int, mode: str,
+                  power: float = 2.0) -> float:
+    """Cosine or polynomial decay from ``base_lr`` at update ``first_update`` to 0 after update ``total_updates``.
+
+    ``mode`` 'cosine': ``base_lr * (1 + cos(pi * t)) / 2``; 'poly': ``base_lr * (1 - t) ** power``, with
+    ``t = (num_update - first_update) / (total_updates - first_update + 1)`` the fraction of the decay done (0 at
+    ``first_update``, GluonCV's ``LRScheduler`` counted 1-based). Updates past the end keep the last value.
+    """
+    span = max(total_updates - first_update + 1, 1)
+    t = min(max(num_update - first_update, 0) / span, 1.0)
+    if mode == "cosine":
+        return base_lr * (1 + math.cos(math.pi * t)) / 2
+    if mode == "poly":
+        return base_lr * (1 - t) ** power
+    raise ValueError(f"annealed_rate: mode must be 'cosine' or 'poly', got {mode!r}")
+
+
+@dataclass
+class Schedule:
+    """The whole learning-rate curve of a run, an MXNet ``lr_scheduler`` (called with the 1-based ``num_update``).
+
+    ``mode`` 'step': :func:`learning_rate` (the original's; ``base_lr`` is the rate in force at ``begin_epoch``).
+    'cosine' / 'poly': :func:`annealed_rate` from ``base_lr`` (the peak) to 0 over the updates after the warm-up
+    until ``end_epoch``; absolute in the update count, so a retrain at any epoch continues the same curve.
+    A warm-up of ``warmup_epochs`` (any mode) rises linearly from ``warmup_lr`` to the curve's value.
+    Not frozen: MXNet's optimizers write ``base_lr`` (with the same value, the ``learning_rate`` they are given).
     """
 
-    def __init__(self, lr: float, step_epochs: Sequence[int], epoch_size: int, factor: float = 0.1,
-                 begin_epoch: int = 0):
-        self.base_lr = lr
-        self.step_epochs = tuple(step_epochs)
-        self.epoch_size = epoch_size
-        self.factor = factor
-        self.begin_epoch = begin_epoch
+    mode: str
+    base_lr: float
+    epoch_size: int
+    end_epoch: int
+    step_epochs: tuple[int, ...] = ()
+    factor: float = 0.1
+    begin_epoch: int = 0
+    warmup_epochs: float = 0.0
+    warmup_lr: float = 0.0
+    power: float = 2.0
+
+    @property
+    def warmup_updates(self) -> int:
+        return int(round(self.warmup_epochs * self.epoch_size))
+
+    def curve(self, num_update: int) -> float:
+        """The rate of update ``num_update`` without the warm-up (what a step-mode retrain continues from)."""
+        if self.mode == "step":
+            return learning_rate(num_update, self.base_lr, self.step_epochs, self.epoch_size, self.factor,
+                                 self.begin_epoch)
+        return annealed_rate(num_update, self.base_lr, self.warmup_updates + 1, self.end_epoch * self.epoch_size,
+                             self.mode, self.power)
 
     def __call__(self, num_update: int) -> float:
-        return learning_rate(num_update, self.base_lr, self.step_epochs, self.epoch_size, self.factor,
-                             self.begin_epoch)
+        warm = self.warmup_updates
+        rate = self.curve(num_update)
+        return warmup_rate(num_update, rate, warm, self.warmup_lr) if warm else rate

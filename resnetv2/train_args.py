@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from resnetv2.errors import UserError
-from resnetv2.schedule import DEFAULT_END_EPOCH, DEFAULT_STEPS, parse_steps
+from resnetv2.schedule import DEFAULT_END_EPOCH, DEFAULT_STEPS, LR_MODES, parse_steps
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -29,8 +29,10 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     data.add_argument("--list-dir", type=str, default="./",
                       help="accepted for the original's command lines and unused: the image counts come from "
                            "the .idx files beside the records")
-    data.add_argument("--aug-level", type=int, default=2, choices=[0, 1, 2, 3],
-                      help="ImageNet augmentation level: 1 crop+mirror, 2 +scale/aspect/HSL, 3 +rotation/shear")
+    data.add_argument("--aug-level", type=int, default=2, choices=[0, 1, 2, 3, 4],
+                      help="ImageNet augmentation level: 1 crop+mirror, 2 +scale/aspect/HSL, 3 +rotation/shear, "
+                           "4 RandomResizedCrop (area 0.08-1, aspect 3/4-4/3) + mirror, the modern recipe's; "
+                           "CIFAR-size data: pad 4 + random crop + mirror at every level")
     data.add_argument("--num-examples", type=int, default=None,
                       help="training images per epoch (default: every record, counted from the .idx); fewer "
                            "trains on the first N of each epoch's shuffle")
@@ -88,6 +90,55 @@ def add_fit_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     return fit
 
 
+def add_recipe_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The modern recipe's options (GluonCV's flag names), each off by default: the original's recipe is the
+    default (resnetv2/recipe.py, resnetv2/schedule.py)."""
+    recipe = parser.add_argument_group("Recipe (each off by default)")
+    recipe.add_argument("--lr-mode", type=str, default="step", choices=list(LR_MODES),
+                        help="step: x --lr-factor at --lr-steps; cosine: (1+cos(pi t))/2 from --lr to 0 over the "
+                             "updates after the warm-up; poly: (1-t)^2")
+    recipe.add_argument("--warmup-epochs", type=float, default=0.0,
+                        help="epochs of linear warm-up from --warmup-lr to the curve (counted in updates)")
+    recipe.add_argument("--warmup-lr", type=float, default=0.0, help="rate of the first warm-up update")
+    recipe.add_argument("--label-smoothing", type=float, default=0.0,
+                        help="EPS: train against 1-EPS+EPS/K on the label and EPS/K elsewhere (K classes)")
+    recipe.add_argument("--mixup", type=float, default=0.0,
+                        help="ALPHA > 0: mixup, each batch mixed with itself reversed, weight ~ Beta(ALPHA, ALPHA)")
+    recipe.add_argument("--mixup-off-epoch", type=int, default=0, help="train the last N epochs without mixup")
+    recipe.add_argument("--no-wd", action="store_true",
+                        help="no weight decay on BatchNorm gamma (beta and biases are never decayed)")
+    recipe.add_argument("--last-gamma", action="store_true",
+                        help="start every residual unit as the identity: its last convolution's weights zero "
+                             "(the pre-activation unit ends in a convolution, not a BatchNorm)")
+    return recipe
+
+
+def add_checkpoint_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    files = parser.add_argument_group("Checkpoints and configuration")
+    files.add_argument("--keep-last", type=int, default=0,
+                       help="keep only the newest N epochs' checkpoints (0 keeps all); never deletes the newest, "
+                            "nor the best with --save-best")
+    files.add_argument("--save-best", action="store_true",
+                       help="keep the checkpoint with the best validation accuracy (PREFIX-best.json names it)")
+    files.add_argument("--config", type=str, default=None,
+                       help="JSON or YAML file of flag values ({'lr': 0.1, 'lr-mode': 'cosine', ...}, e.g. a "
+                            "PREFIX-args.json that a run wrote); flags on the command line override it")
+    return files
+
+
+def add_finetune_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    tune = parser.add_argument_group("Fine-tuning")
+    tune.add_argument("--finetune", type=str, default=None,
+                      help="PREFIX[,EPOCH]: start from this checkpoint's weights (epoch omitted: the newest); "
+                           "every parameter whose name and shape match is loaded, fc1 is new for --num-classes; "
+                           "a fresh schedule and optimizer state")
+    tune.add_argument("--freeze-stages", type=int, default=0,
+                      help="with --finetune: do not train the stem and stages 1..N")
+    tune.add_argument("--lr-mult-body", type=float, default=1.0,
+                      help="rate multiplier for everything but the classifier fc1 (e.g. 0.1 when fine-tuning)")
+    return tune
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose usage errors are one ``error:`` line (a :class:`UserError`), like every other bad input."""
 
@@ -101,6 +152,9 @@ def build_parser(prog: str = "train_resnet.py") -> argparse.ArgumentParser:
     add_data_args(parser)
     add_model_args(parser)
     add_fit_args(parser)
+    add_recipe_args(parser)
+    add_finetune_args(parser)
+    add_checkpoint_args(parser)
     return parser
 
 
@@ -142,7 +196,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             raise UserError(f"--data-type folder needs --num-classes (or {synset}, one class per line)")
         args.num_classes = sum(1 for line in synset.read_text(encoding="utf-8").splitlines() if line.strip())
     layout = data_layout(args)
-    get_spec(layout.net_type, args.depth)
+    spec = get_spec(layout.net_type, args.depth)
     if args.num_classes is None:
         args.num_classes = layout.num_classes
     if args.num_classes < 2:
@@ -181,6 +235,9 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.memonger and args.api == "gluon":
         raise UserError("--memonger plans a Symbol graph: it works with --api module only (Gluon's CachedOp "
                         "ignores mirroring)")
+    check_recipe_args(args)
+    if args.freeze_stages > len(spec.units):
+        raise UserError(f"--freeze-stages {args.freeze_stages}: the network has {len(spec.units)} stages")
     if args.model_load_epoch is not None and str(args.model_load_epoch) != "latest":
         try:
             if int(args.model_load_epoch) < -1:
@@ -189,6 +246,32 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             raise UserError(f"--model-load-epoch must be an epoch number, -1 or 'latest', "
                             f"got {args.model_load_epoch!r}") from None
     return args
+
+
+def check_recipe_args(args: argparse.Namespace) -> None:
+    """One clear error for a recipe, fine-tuning or retention flag out of its range."""
+    for name in ("warmup_epochs", "warmup_lr", "label_smoothing", "mixup", "lr_mult_body"):
+        value = getattr(args, name)
+        if not math.isfinite(value) or value < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+    if args.label_smoothing >= 1:
+        raise UserError(f"--label-smoothing must be below 1, got {args.label_smoothing}")
+    if args.warmup_epochs >= args.end_epoch:
+        raise UserError(f"--warmup-epochs {args.warmup_epochs:g} must end before --end-epoch {args.end_epoch}")
+    if args.warmup_epochs and args.lr_mode == "step" and args.lr_step_epochs \
+            and args.warmup_epochs > args.lr_step_epochs[0]:
+        raise UserError(f"--warmup-epochs {args.warmup_epochs:g} runs past the first --lr-steps epoch "
+                        f"{args.lr_step_epochs[0]}")
+    for name in ("mixup_off_epoch", "keep_last", "freeze_stages"):
+        if getattr(args, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.mixup_off_epoch and not args.mixup:
+        raise UserError("--mixup-off-epoch needs --mixup ALPHA")
+    if args.finetune and args.retrain:
+        raise UserError("--finetune starts a new run from other weights; --retrain continues this run's own "
+                        "checkpoints: use one of them")
+    if args.freeze_stages and not args.finetune:
+        raise UserError("--freeze-stages needs --finetune (frozen random weights learn nothing)")
 
 
 def uses_training_graph(args: argparse.Namespace) -> bool:
@@ -246,3 +329,83 @@ def check_writable_dir(folder: str | os.PathLike, what: str) -> Path:
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"{what} folder {folder} is not writable")
     return folder
+
+
+# Flags that say where a run starts, not what it is: left out of PREFIX-args.json so that ``--config`` of that file
+# reproduces the run from scratch.
+NOT_SAVED = ("config", "retrain", "model_load_epoch")
+
+
+def saved_config(args: argparse.Namespace) -> dict:
+    """The resolved flags of a run (every flag of :func:`build_parser` but :data:`NOT_SAVED`), by flag name, as
+    ``PREFIX-args.json`` holds them; ``--config`` reads the file back."""
+    config = {}
+    for action in build_parser()._actions:
+        if action.dest in ("help", *NOT_SAVED) or not action.option_strings:
+            continue
+        value = getattr(args, action.dest)
+        if action.dest == "lr_steps":
+            value = ",".join(map(str, args.lr_step_epochs))
+        config[action.option_strings[0][2:]] = value
+    return config
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    """Flag values from a JSON or YAML file (a mapping of flag names to values); read as data only (YAML's safe
+    loader: no tags, no objects)."""
+    import json
+
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"--config {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        config = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "parse error"
+        raise UserError(f"--config {path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} "
+                        f"({first})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"--config {path}: must hold a mapping of flag names to values, got a "
+                        f"{type(config).__name__}")
+    return config
+
+
+def config_argv(config: dict, parser: argparse.ArgumentParser, where: str) -> list[str]:
+    """``config`` as command-line words for ``parser`` (placed before the real ones, which then override)."""
+    actions = {opt[2:]: a for a in parser._actions for opt in a.option_strings if opt.startswith("--")}
+    argv: list[str] = []
+    for key, value in config.items():
+        flag = str(key).replace("_", "-")
+        action = actions.get(flag)
+        if action is None or action.dest in ("help", "config"):
+            known = ", ".join(sorted(k for k in actions if k not in ("help", "config")))
+            raise UserError(f"--config {where}: unknown flag {key!r}; known: {known}")
+        if value is None:
+            continue
+        if isinstance(action, argparse._StoreTrueAction):
+            if not isinstance(value, bool):
+                raise UserError(f"--config {where}: {key} must be true or false, got {value!r}")
+            argv += [f"--{flag}"] if value else []
+        elif isinstance(value, (dict, bool)):
+            raise UserError(f"--config {where}: {key} must be a number, a string or a list, got {value!r}")
+        elif isinstance(value, list):
+            argv += [f"--{flag}", ",".join(map(str, value))]
+        else:
+            argv += [f"--{flag}", str(value)]
+    return argv
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and resolve ``train_resnet.py``'s flags; a ``--config FILE`` supplies values that flags override."""
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config:
+        args = parser.parse_args(config_argv(load_config(args.config), parser, args.config) + argv)
+    return resolve_args(args)

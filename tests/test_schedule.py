@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 import resnetv2  # noqa: F401
-from resnetv2.schedule import StepSchedule, learning_rate, parse_steps, rate_at_epoch
+from resnetv2.schedule import Schedule, learning_rate, parse_steps, rate_at_epoch
 
 
 def test_matches_mxnet_multifactor_scheduler_of_a_fresh_run():
@@ -29,10 +29,10 @@ def test_resume_continues_the_same_curve_at_every_update():
     """A run resumed at epoch b with lr = the rate the uninterrupted run would use next gives the same rate at every
     later update, for resume points before, at and after each step (the original's begin_epoch shift)."""
     epoch_size, steps, factor = 13, (4, 9, 11), 0.2
-    full = StepSchedule(0.1, steps, epoch_size, factor)
+    full = Schedule("step", 0.1, epoch_size, 15, steps, factor)
     for begin in range(0, 14):
         next_lr = full(begin * epoch_size + 1)
-        resumed = StepSchedule(next_lr, steps, epoch_size, factor, begin_epoch=begin)
+        resumed = Schedule("step", next_lr, epoch_size, 15, steps, factor, begin_epoch=begin)
         for num_update in range(begin * epoch_size + 1, 15 * epoch_size):
             assert resumed(num_update) == pytest.approx(full(num_update), rel=1e-12), (begin, num_update)
 

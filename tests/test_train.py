@@ -169,7 +169,7 @@ def test_training_graph_is_the_cpu_default(extra, fast):
     engine_args = ([mx.cpu()], Cluster(None), shape, arg_params, aux_params, "nag", {"learning_rate": 0.1})
     if args.api == "gluon":
         engine = GluonEngine(args, *engine_args, fast_graph=uses_training_graph(args))
-        engine.forward_backward(mx.io.DataBatch([mx.nd.zeros(shape)], [mx.nd.zeros(8)]))
+        engine.forward_backward(mx.nd.zeros(shape), mx.nd.zeros(8))
         bound = engine.block._cached_graph[1].tojson()
     else:
         engine = ModuleEngine(sym, *engine_args, fast_graph=uses_training_graph(args))

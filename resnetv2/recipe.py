@@ -1,0 +1,138 @@
+"""The modern training recipe's pieces, each off by default (the original's recipe is the default):
+soft targets (label smoothing, mixup), per-parameter multipliers (no weight decay on BN and biases, a lower
+rate for the body, frozen stages) and zero-initialised last layers.
+
+Pure functions of numpy arrays and names; :mod:`resnetv2.fit` applies them to both engines, so Module and Gluon
+train on the same targets with the same multipliers.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+
+# --------------------------------------------------------------------------------------------- soft targets
+def smooth_one_hot(labels: np.ndarray, num_classes: int, smoothing: float = 0.0) -> np.ndarray:
+    """Targets (N, K) float32: ``1 - smoothing + smoothing / K`` on the label, ``smoothing / K`` elsewhere
+    (Szegedy et al. 2016, as GluonCV and PyTorch define it). ``smoothing`` 0 gives the one-hot vectors."""
+    labels = np.asarray(labels).astype(np.int64)
+    targets = np.full((labels.shape[0], num_classes), smoothing / num_classes, dtype=np.float64)
+    targets[np.arange(labels.shape[0]), labels] += 1.0 - smoothing
+    return targets.astype(np.float32)
+
+
+def mixup_lambda(alpha: float, seed: int, epoch: int, nbatch: int) -> float:
+    """The mixing weight of batch ``nbatch`` of ``epoch``: a Beta(alpha, alpha) draw from a generator seeded by
+    (seed, epoch, batch), so a retrained epoch mixes exactly as the first time."""
+    return float(np.random.default_rng([seed, epoch, nbatch]).beta(alpha, alpha))
+
+
+def mix(values: np.ndarray, lam: float) -> np.ndarray:
+    """Mixup (Zhang et al. 2018) of a batch with itself reversed, as GluonCV does: ``lam * x + (1 - lam) *
+    x[::-1]`` along axis 0 (images or targets alike)."""
+    return lam * values + (1.0 - lam) * values[::-1]
+
+
+def soft_cross_entropy(probs: np.ndarray, targets: np.ndarray) -> float:
+    """Mean over the batch of ``-sum_k targets[n, k] * log(probs[n, k])`` (nats); ``targets`` may be integer
+    labels (N,) or distributions (N, K)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if targets.ndim == 1:
+            return float(-np.mean(np.log(probs[np.arange(len(targets)), targets.astype(np.int64)])))
+        logp = np.log(probs)
+        return float(-np.mean(np.sum(np.where(targets > 0, targets * logp, 0.0), axis=1)))
+
+
+@dataclass(frozen=True)
+class TargetRecipe:
+    """What a training batch's targets are: the labels (both off), or distributions (smoothing and/or mixup).
+
+    ``mixup_off_epoch``: mixup is off in the last that many epochs of a run ending at ``end_epoch`` (GluonCV's
+    ``--mixup-off-epoch``).
+    """
+
+    num_classes: int
+    smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    mixup_off_epoch: int = 0
+    end_epoch: int = 0
+    seed: int = 0
+
+    @property
+    def soft(self) -> bool:
+        """Whether targets are (N, K) distributions (the engines bind/compute the loss for those)."""
+        return self.smoothing > 0 or self.mixup_alpha > 0
+
+    def mixes(self, epoch: int) -> bool:
+        return self.mixup_alpha > 0 and epoch < self.end_epoch - self.mixup_off_epoch
+
+    def apply(self, data: np.ndarray, labels: np.ndarray, epoch: int, nbatch: int
+              ) -> tuple[np.ndarray | None, np.ndarray]:
+        """``(mixed data or None when unchanged, targets)`` for one batch (data (N, C, H, W), labels (N,))."""
+        if not self.soft:
+            return None, labels
+        targets = smooth_one_hot(labels, self.num_classes, self.smoothing)
+        if not self.mixes(epoch):
+            return None, targets
+        lam = mixup_lambda(self.mixup_alpha, self.seed, epoch, nbatch)
+        return mix(data, lam).astype(data.dtype), mix(targets, lam).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------ per-parameter settings
+_STAGE = re.compile(r"^stage(\d+)_")
+HEAD_PREFIX = "fc1_"
+
+
+def is_decayed(name: str, no_wd: bool = False) -> bool:
+    """Whether weight decay applies to parameter ``name``: ``*_weight`` and ``*_gamma`` as MXNet's Symbol optimizer
+    does (``Optimizer.set_wd_mult``), ``*_weight`` only with ``no_wd`` (no decay on BN gamma/beta and biases)."""
+    return name.endswith("_weight") or (name.endswith("_gamma") and not no_wd)
+
+
+def stage_of(name: str) -> int:
+    """Which part of the network ``name`` belongs to: 0 the stem (``bn_data``, ``conv0``, ``bn0``), i for
+    ``stage{i}_*``, a large number for the end (``bn1``, ``fc1``)."""
+    match = _STAGE.match(name)
+    if match:
+        return int(match.group(1))
+    if name.startswith(("bn_data", "conv0", "bn0")):
+        return 0
+    return 1 << 20
+
+
+def frozen_names(names: Iterable[str], freeze_stages: int) -> list[str]:
+    """Parameters not trained with ``--freeze-stages N``: the stem and stages 1..N (0 freezes nothing)."""
+    if freeze_stages <= 0:
+        return []
+    return [n for n in names if stage_of(n) <= freeze_stages]
+
+
+def multipliers(names: Iterable[str], no_wd: bool = False, lr_mult_body: float = 1.0
+                ) -> tuple[dict[str, float], dict[str, float]]:
+    """``(wd_mult, lr_mult)`` by parameter name, explicit for every name (no optimizer default is relied on).
+
+    ``lr_mult_body`` scales the rate of everything but the classifier ``fc1`` (fine-tuning).
+    """
+    names = list(names)
+    wd_mult = {n: 1.0 if is_decayed(n, no_wd) else 0.0 for n in names}
+    lr_mult = {n: 1.0 if n.startswith(HEAD_PREFIX) else float(lr_mult_body) for n in names}
+    return wd_mult, lr_mult
+
+
+def last_layer_names(names: Iterable[str]) -> list[str]:
+    """The weight of each residual unit's last convolution (``conv2`` of basic units, ``conv3`` of bottlenecks).
+
+    ``--last-gamma`` zeroes these so every unit starts as the identity (Goyal et al. 2017's zero-gamma for the
+    pre-activation unit, whose body ends in a convolution, not a BatchNorm: zeroing a BN gamma before a ReLU
+    there would also zero its gradient and the unit would never train).
+    """
+    last: dict[str, tuple[int, str]] = {}  # unit -> (index of its last conv, that conv's weight name)
+    for name in names:
+        match = re.match(r"^(stage\d+_unit\d+)_conv(\d)_weight$", name)
+        if match:
+            unit, index = match.group(1), int(match.group(2))
+            last[unit] = max(last.get(unit, (0, "")), (index, name))
+    return sorted(name for _, name in last.values())
