@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 from resnetv2.errors import UserError
-from resnetv2.fileio import atomic_path, atomic_write_text
+from resnetv2.fileio import atomic_path, atomic_write_text, process_alive
 
 
 def symbol_path(prefix: str | os.PathLike) -> Path:
@@ -136,23 +136,12 @@ def remove_stale_partials(prefix: str | os.PathLike) -> list[Path]:
     removed = []
     for path in prefix.parent.iterdir():
         match = pattern.match(path.name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and not process_alive(int(match.group(1))):
             with contextlib.suppress(OSError):
                 path.unlink()
                 removed.append(path)
     return removed
 
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def best_path(prefix: str | os.PathLike) -> Path:

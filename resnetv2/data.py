@@ -239,3 +239,34 @@ def count_records(rec: str | Path) -> int:
     _, idx = check_record_file(rec)
     with open(idx, "rb") as fh:
         return sum(1 for line in fh if line.strip())
+
+
+@dataclass
+class DataPlan:
+    """The record files of a run and its epoch size."""
+
+    train_rec: Path
+    val_rec: Path
+    records: int          # records in the training file (all workers)
+    num_examples: int     # images per epoch (all workers)
+    epoch_size: int       # updates per epoch
+
+
+def plan_data(layout: DatasetLayout, data_dir: str | Path, aug_level: int, batch_size: int, num_workers: int = 1,
+              num_examples: int | None = None) -> DataPlan:
+    """Check the record files and derive the epoch size as the original did: floor(examples / batch / workers).
+
+    Training records are shared among ``num_workers``; every worker validates on the whole validation file.
+    """
+    if not Path(data_dir).is_dir():
+        raise UserError(f"--data-dir {data_dir}: no such folder (make it with: {layout.make_command})")
+    train_rec, _ = check_record_file(layout.train_path(data_dir, aug_level), layout.make_command)
+    val_rec, _ = check_record_file(layout.val_path(data_dir), layout.make_command)
+    records = count_records(train_rec)
+    num_examples = num_examples or records
+    if num_examples > records:
+        raise UserError(f"--num-examples {num_examples} exceeds the {records} records in {train_rec}")
+    check_batch_fits(train_rec, batch_size, num_workers)
+    check_batch_fits(val_rec, batch_size)
+    epoch_size = max(num_examples // (batch_size * num_workers), 1)
+    return DataPlan(train_rec, val_rec, records, num_examples, epoch_size)

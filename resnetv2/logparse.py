@@ -41,10 +41,17 @@ _PAIR = re.compile(r"([A-Za-z][\w\-]*)=(" + _NUMBER + r")")
 _TRAIN = re.compile(r"Epoch\[(\d+)\]\s+Train-([\w\-]+)=(" + _NUMBER + r")\s*$")
 _VAL = re.compile(r"Epoch\[(\d+)\]\s+Validation-([\w\-]+)=(" + _NUMBER + r")\s*$")
 _TIME = re.compile(r"Epoch\[(\d+)\]\s+Time cost=(" + _NUMBER + r")")
-_JSON = re.compile(r"json_stats:\s*(\{.*\})\s*$")
+# The tagged line this project writes once per epoch (:func:`stats_line`) and reads back here.
+STATS_TAG = "json_stats:"
+_JSON = re.compile(re.escape(STATS_TAG) + r"\s*(\{.*\})\s*$")
 
 # Order of an epoch's lines as MXNet writes them; a line of a lower stage for the same epoch means a restart.
 _STAGE_BATCH, _STAGE_TRAIN, _STAGE_TIME, _STAGE_VAL = 0, 1, 2, 3
+
+
+def stats_line(stats: dict) -> str:
+    """The log line of one epoch's statistics, ``json_stats: {...}``, as this module reads it back."""
+    return f"{STATS_TAG} {json.dumps(stats)}"
 
 
 def metric_name(raw: str) -> str:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+from resnetv2.data import DatasetLayout
 from resnetv2.errors import UserError
 from resnetv2.schedule import DEFAULT_END_EPOCH, DEFAULT_STEPS, LR_MODES, parse_steps
 
@@ -182,11 +184,84 @@ def parse_gpus(text: str) -> list[int]:
     return ids
 
 
-def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
+@dataclass(frozen=True)
+class RunConfig:
+    """A run's flags after :func:`resolve_args`: every default filled in, every value checked. The library reads
+    this, never the raw flags. Field names are the flags' (``--lr-mode`` -> ``lr_mode``); the last four are
+    derived once here. ``model_prefix`` and ``log_file`` get their rank suffixes in :func:`resnetv2.fit.fit`
+    (``dataclasses.replace``), once the kvstore rank is known.
+    """
+
+    # Data
+    data_dir: str
+    data_type: str
+    train_rec: str | None
+    val_rec: str | None
+    image_shape: str | None
+    list_dir: str
+    aug_level: int
+    num_examples: int | None
+    num_classes: int
+    preprocess_threads: int
+    seed: int
+    # Model
+    depth: int
+    bn_mom: float
+    workspace: int
+    memonger: bool
+    api: str
+    plain_graph: bool
+    # Training
+    gpus: str
+    cpus: int
+    kv_store: str
+    lr: float | None
+    lr_steps: str | None
+    lr_factor: float
+    mom: float
+    wd: float
+    optimizer: str
+    batch_size: int
+    end_epoch: int
+    model_prefix: str | None
+    model_load_epoch: str | None
+    retrain: bool
+    frequent: int
+    log_file: str | None
+    # Recipe
+    lr_mode: str
+    warmup_epochs: float
+    warmup_lr: float
+    label_smoothing: float
+    mixup: float
+    mixup_off_epoch: int
+    no_wd: bool
+    last_gamma: bool
+    # Fine-tuning
+    finetune: str | None
+    freeze_stages: int
+    lr_mult_body: float
+    # Checkpoints and configuration
+    keep_last: int
+    save_best: bool
+    config: str | None
+    # Derived
+    layout: DatasetLayout            # the data's files, image shape and network stem
+    lr_step_epochs: tuple[int, ...]  # --lr-steps (or the data type's default) as epochs
+    gpu_ids: tuple[int, ...]         # --gpus as ids
+    num_contexts: int                # devices the batch is split over
+
+    @property
+    def data_shape(self) -> tuple[int, int, int, int]:
+        """(batch, channels, height, width) of one training batch, all contexts together."""
+        return (self.batch_size,) + tuple(self.layout.image_shape)
+
+
+def resolve_args(args: argparse.Namespace) -> RunConfig:
     """Check every flag and fill in the data-type defaults; raises :class:`UserError` with one clear line.
 
-    Sets ``args.lr_step_epochs`` (tuple of ints), ``args.gpu_ids`` and ``args.num_contexts``. ``--model-prefix``
-    is resolved later, once the kvstore rank is known (:func:`default_prefix`).
+    Returns the :class:`RunConfig`; ``--model-prefix`` is resolved later, once the kvstore rank is known
+    (:func:`default_prefix`).
     """
     from symbols.spec import get_spec
 
@@ -245,7 +320,10 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         except ValueError:
             raise UserError(f"--model-load-epoch must be an epoch number, -1 or 'latest', "
                             f"got {args.model_load_epoch!r}") from None
-    return args
+    args.layout = layout
+    args.lr_step_epochs = tuple(args.lr_step_epochs)
+    args.gpu_ids = tuple(args.gpu_ids)
+    return RunConfig(**vars(args))
 
 
 def check_recipe_args(args: argparse.Namespace) -> None:
@@ -274,7 +352,7 @@ def check_recipe_args(args: argparse.Namespace) -> None:
         raise UserError("--freeze-stages needs --finetune (frozen random weights learn nothing)")
 
 
-def uses_training_graph(args: argparse.Namespace) -> bool:
+def uses_training_graph(args: RunConfig) -> bool:
     """Whether the run trains :func:`resnetv2.fastpath.training_graph`'s rewrite of the network.
 
     CPU contexts only (its fused BN+ReLU is an MKLDNN operator), and not with ``--memonger`` (the plan marks the
@@ -314,7 +392,7 @@ def data_layout(args: argparse.Namespace):
                                       "--train-ratio 0.9, then pack each .lst")
 
 
-def default_prefix(args: argparse.Namespace, rank: int) -> str:
+def default_prefix(args: RunConfig, rank: int) -> str:
     """The original's checkpoint prefix ``model/resnet-{data_type}-{depth}-{rank}``."""
     return os.path.join("model", f"resnet-{args.data_type}-{args.depth}-{rank}")
 
@@ -336,7 +414,7 @@ def check_writable_dir(folder: str | os.PathLike, what: str) -> Path:
 NOT_SAVED = ("config", "retrain", "model_load_epoch")
 
 
-def saved_config(args: argparse.Namespace) -> dict:
+def saved_config(args: RunConfig) -> dict:
     """The resolved flags of a run (every flag of :func:`build_parser` but :data:`NOT_SAVED`), by flag name, as
     ``PREFIX-args.json`` holds them; ``--config`` reads the file back."""
     config = {}
@@ -399,7 +477,7 @@ def config_argv(config: dict, parser: argparse.ArgumentParser, where: str) -> li
     return argv
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> RunConfig:
     """Parse and resolve ``train_resnet.py``'s flags; a ``--config FILE`` supplies values that flags override."""
     import sys
 

@@ -92,8 +92,9 @@ def short_runs(small_reference_run, tmp_path_factory):
     """3 updates (--num-examples 96, batch 32) from the same initial weights through: Module on 1 and 2 CPU
     contexts, Gluon on 1 and 2 (all with the default training graph), and Module and Gluon on 1 context with
     --plain-graph; returns each run's parameters and the initial ones."""
-    from resnetv2.fit import build_symbol, init_params
+    from resnetv2.fit import build_symbol
     from resnetv2.train_args import build_parser, resolve_args
+    from resnetv2.weights import init_params
 
     out = tmp_path_factory.mktemp("short_runs")
     runs = {}
@@ -106,7 +107,7 @@ def short_runs(small_reference_run, tmp_path_factory):
         runs[name] = _params(str(out / name / "m"), 1)
     args = resolve_args(build_parser().parse_args([str(f) for f in small_reference_run.flags]))
     shape = (args.batch_size, 3, 32, 32)
-    init_arg, _ = init_params(build_symbol(args, shape), shape, args.seed)
+    init_arg, _ = init_params(build_symbol(args), shape, args.seed)
     runs["init"] = {f"arg:{k}": v.asnumpy() for k, v in init_arg.items()}
     return runs
 
@@ -157,18 +158,23 @@ def test_training_graph_is_the_cpu_default(extra, fast):
     with --memonger (its plan belongs to the graph it was made for)."""
     import mxnet as mx
 
-    from resnetv2.fit import Cluster, GluonEngine, ModuleEngine, build_symbol, init_params
+    from resnetv2.cluster import Cluster
+    from resnetv2.engines import GluonEngine, ModuleEngine
+    from resnetv2.fit import build_symbol
     from resnetv2.train_args import build_parser, resolve_args, uses_training_graph
+    from resnetv2.weights import init_params
 
     args = resolve_args(build_parser().parse_args(["--data-type", "cifar10", "--depth", "20", "--batch-size", "8",
                                                    *extra]))
     assert uses_training_graph(args) == fast
     shape = (8, 3, 32, 32)
-    sym = build_symbol(args, shape)
+    sym = build_symbol(args)
     arg_params, aux_params = init_params(sym, shape, 0)
     engine_args = ([mx.cpu()], Cluster(None), shape, arg_params, aux_params, "nag", {"learning_rate": 0.1})
     if args.api == "gluon":
-        engine = GluonEngine(args, *engine_args, fast_graph=uses_training_graph(args))
+        from symbols import get_net
+
+        engine = GluonEngine(get_net(10, 20, "cifar10"), *engine_args, fast_graph=uses_training_graph(args))
         engine.forward_backward(mx.nd.zeros(shape), mx.nd.zeros(8))
         bound = engine.block._cached_graph[1].tojson()
     else:

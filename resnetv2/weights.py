@@ -1,0 +1,134 @@
+"""A run's starting weights: fresh initialisation, a checkpoint checked against the network, and fine-tuning
+from another network's checkpoint."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from resnetv2.errors import UserError
+
+
+def init_params(sym, data_shape: tuple[int, ...], seed: int) -> tuple[dict, dict]:
+    """Fresh parameters for ``sym`` as ``Module.init_params`` makes them: Xavier(gaussian, in, 2) (He-normal) on
+    weights, zeros on biases/betas/means, ones on gammas/variances, in sorted name order after
+    ``mx.random.seed(seed)``. Both engines start from these, so they start equal."""
+    import mxnet as mx
+
+    mx.random.seed(seed)
+    arg_shapes, _, aux_shapes = sym.infer_shape(data=data_shape, softmax_label=data_shape[:1])
+    initializer = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
+    attrs = sym.attr_dict()
+    inputs = {"data", "softmax_label"}
+    args = {n: s for n, s in zip(sym.list_arguments(), arg_shapes) if n not in inputs}
+    auxs = dict(zip(sym.list_auxiliary_states(), aux_shapes))
+    out = []
+    for shapes in (args, auxs):
+        params = {}
+        for name in sorted(shapes):
+            params[name] = mx.nd.zeros(shapes[name])
+            initializer(mx.init.InitDesc(name, attrs.get(name, None)), params[name])
+        out.append(params)
+    return out[0], out[1]
+
+
+def check_checkpoint_fits(sym, data_shape, arg_params: dict, aux_params: dict, where: Path,
+                          num_classes: int) -> None:
+    """A clear error when a loaded checkpoint does not fit the network built from the flags."""
+    arg_shapes, _, aux_shapes = sym.infer_shape(data=data_shape, softmax_label=data_shape[:1])
+    expected = {n: s for n, s in zip(sym.list_arguments(), arg_shapes) if n not in ("data", "softmax_label")}
+    expected.update(zip(sym.list_auxiliary_states(), aux_shapes))
+    loaded = {**arg_params, **aux_params}
+    fc = loaded.get("fc1_bias")
+    if fc is not None and fc.shape[0] != num_classes:
+        raise UserError(f"--num-classes {num_classes} does not match checkpoint {where}, which has "
+                        f"{fc.shape[0]} classes")
+    for name, shape in expected.items():
+        if name not in loaded:
+            raise UserError(f"checkpoint {where} has no parameter {name!r}: it was trained with another --depth "
+                            f"or --data-type")
+        if tuple(loaded[name].shape) != tuple(shape):
+            raise UserError(f"checkpoint {where}: {name} has shape {tuple(loaded[name].shape)}, the network "
+                            f"built from the flags needs {tuple(shape)} (another --depth or --data-type?)")
+
+
+
+def zero_last_layers(arg_params: dict) -> list[str]:
+    """``--last-gamma``: zero each residual unit's last convolution (:func:`resnetv2.recipe.last_layer_names`)
+    in place; returns the names zeroed."""
+    from resnetv2.recipe import last_layer_names
+
+    names = last_layer_names(arg_params)
+    for name in names:
+        arg_params[name][:] = 0
+    return names
+
+
+def parse_finetune(text: str) -> tuple[str, str | None]:
+    """``'PREFIX[,EPOCH]'`` -> ``(PREFIX, EPOCH or None)``; the epoch is a number (None: the newest)."""
+    prefix, _, epoch = text.rpartition(",") if "," in text else (text, "", "")
+    if not prefix:
+        raise UserError(f"--finetune wants PREFIX[,EPOCH], got {text!r}")
+    if epoch and not epoch.strip().isdigit():
+        raise UserError(f"--finetune {text}: the epoch after the comma must be a number, got {epoch!r}")
+    return prefix, (epoch.strip() or None)
+
+
+@dataclass
+class FinetuneReport:
+    """What :func:`finetune_params` did with each array: taken from the checkpoint, initialised afresh, or left
+    out (in the checkpoint, not in the network)."""
+
+    source: Path
+    loaded: list[str] = field(default_factory=list)
+    reinitialised: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        def names(items: list[str]) -> str:
+            return ", ".join(items) if len(items) <= 6 else f"{', '.join(items[:6])}, ... ({len(items)} in all)"
+
+        out = [f"--finetune {self.source}: loaded {len(self.loaded)} arrays"]
+        if self.reinitialised:
+            out.append(f"--finetune: initialised afresh {len(self.reinitialised)}: {names(self.reinitialised)}")
+        if self.dropped:
+            out.append(f"--finetune: dropped {len(self.dropped)} of the checkpoint's: {names(self.dropped)}")
+        return out
+
+
+# The classifier: always initialised afresh by --finetune (the new task's classes).
+CLASSIFIER_PREFIX = "fc1_"
+
+
+def finetune_params(text: str, sym, data_shape: tuple[int, ...], seed: int
+                    ) -> tuple[dict, dict, FinetuneReport]:
+    """Starting weights for ``--finetune PREFIX[,EPOCH]``: every array of ``sym`` whose name and shape match
+    the checkpoint's comes from it, the classifier ``fc1`` and everything else is initialised as
+    :func:`init_params` does. Raises :class:`UserError` when the checkpoint is missing or nothing but the
+    classifier could be taken from it (another network)."""
+    from resnetv2 import checkpoint as ckpt
+
+    prefix, epoch_text = parse_finetune(text)
+    if not ckpt.list_epochs(prefix):
+        raise UserError(f"--finetune {text}: no checkpoint {prefix}-NNNN.params (looked in "
+                        f"{Path(prefix).parent.resolve()})")
+    epoch = ckpt.resolve_epoch(prefix, epoch_text)
+    source_args, source_auxs = ckpt.load_params(prefix, epoch)
+    source = {**source_args, **source_auxs}
+    arg_params, aux_params = init_params(sym, data_shape, seed)
+    report = FinetuneReport(ckpt.params_path(prefix, epoch))
+    for params in (arg_params, aux_params):
+        for name, value in params.items():
+            found = source.get(name)
+            if (found is not None and not name.startswith(CLASSIFIER_PREFIX)
+                    and tuple(found.shape) == tuple(value.shape)):
+                params[name] = found.astype(value.dtype)
+                report.loaded.append(name)
+            else:
+                report.reinitialised.append(name)
+    report.dropped = sorted(set(source) - set(arg_params) - set(aux_params))
+    body = [n for n in report.reinitialised if not n.startswith(CLASSIFIER_PREFIX)]
+    if len(body) > len(report.loaded):
+        raise UserError(f"--finetune {text}: only {len(report.loaded)} of the network's "
+                        f"{len(report.loaded) + len(body)} arrays (classifier aside) fit {report.source} by name and "
+                        f"shape: it holds another network (another --depth or --data-type?); e.g. {body[0]}")
+    return arg_params, aux_params, report
