@@ -2,6 +2,7 @@
 """Classify images with a trained checkpoint: top-k classes per image.
 
     python predict/predict.py --prefix model/resnet-imagenet-50-0 --epoch 120 --img cat.jpg [more.jpg | folder/]
+    python predict/predict.py --prefix resnet-50 --img cat.jpg        # the newest epoch (the original's 0000)
 
 Class names come from --synset, else ``synset.txt`` beside the checkpoint (training writes it), else, for a
 1000-class network, the ImageNet names in ``predict/synset.txt``. An image that does not decode is reported on
@@ -32,7 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--img", nargs="+", required=True, help="image files and/or folders (searched recursively)")
     parser.add_argument("--prefix", required=True, help="checkpoint prefix, e.g. model/resnet-imagenet-50-0")
-    parser.add_argument("--epoch", type=int, required=True, help="checkpoint epoch (the NNNN of -NNNN.params)")
+    parser.add_argument("--epoch", type=int,
+                        help="checkpoint epoch, the NNNN of -NNNN.params (default: the newest complete one)")
     parser.add_argument("--synset", help="class names, one per line (default: synset.txt beside the checkpoint)")
     parser.add_argument("--num-classes", type=int, help="check that the checkpoint has this many classes")
     parser.add_argument("--gpu", type=int, help="GPU id to run on (default: GPU 0 when present, else CPU)")

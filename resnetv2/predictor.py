@@ -37,6 +37,22 @@ def check_checkpoint(prefix: str | os.PathLike, epoch: int) -> tuple[Path, Path]
     return symbol_file, params_file
 
 
+def resolve_checkpoint(prefix: str | os.PathLike, epoch: int | None = None) -> int:
+    """The epoch to load: ``epoch`` itself, or for None the newest complete checkpoint (the largest NNNN with a
+    ``-NNNN.params`` file; the original project's published models are epoch 0). A :class:`UserError` naming the
+    files it looked for when there is none, and :func:`check_checkpoint`'s errors otherwise."""
+    if epoch is None:
+        epochs = list_epochs(prefix)
+        if not epochs:
+            name, folder = Path(prefix).name, Path(prefix).parent
+            where = os.path.abspath(folder) + ("" if folder.is_dir() else ", a folder that does not exist")
+            raise UserError(f"no checkpoint {name}-NNNN.params (looked for {name}-symbol.json and {name}-*.params "
+                            f"in {where})")
+        epoch = epochs[-1]
+    check_checkpoint(prefix, epoch)
+    return epoch
+
+
 def load_checkpoint(prefix: str | os.PathLike, epoch: int):
     """``(symbol, arg_params, aux_params)`` of a checkpoint, with clear errors for missing or damaged files."""
     symbol_file, _ = check_checkpoint(prefix, epoch)  # before importing MXNet: a fast, clear error
@@ -184,11 +200,11 @@ def load_model(prefix: str | os.PathLike, epoch: int, ctx=None, batch_size: int 
 
 def load_model_from_flags(args) -> Model:
     """:func:`load_model` for the flags ``predict/predict.py`` and ``tools/score.py`` share: ``--prefix``,
-    ``--epoch``, ``--gpu``, ``--cpu``, ``--batch-size``, ``--image-shape``, ``--plain-graph`` and ``--num-classes``
-    (checked against the checkpoint's ``fc1``)."""
-    check_checkpoint(args.prefix, args.epoch)
+    ``--epoch`` (None: the newest, see :func:`resolve_checkpoint`), ``--gpu``, ``--cpu``, ``--batch-size``,
+    ``--image-shape``, ``--plain-graph`` and ``--num-classes`` (checked against the checkpoint's ``fc1``)."""
+    epoch = resolve_checkpoint(args.prefix, args.epoch)
     image_shape = parse_image_shape(args.image_shape) if args.image_shape else None
-    model = load_model(args.prefix, args.epoch, pick_context(args.gpu, args.cpu), args.batch_size, image_shape,
+    model = load_model(args.prefix, epoch, pick_context(args.gpu, args.cpu), args.batch_size, image_shape,
                        fast=not args.plain_graph)
     if args.num_classes is not None and args.num_classes != model.num_classes:
         raise UserError(f"--num-classes {args.num_classes} does not match the checkpoint: its fc1 has "

@@ -23,7 +23,7 @@ import numpy as np
 import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
 from resnetv2.errors import UserError, run_cli
 from resnetv2.fileio import atomic_path
-from resnetv2.predictor import Model, check_checkpoint, load_model, parse_image_shape
+from resnetv2.predictor import Model, check_checkpoint, load_model, parse_image_shape, resolve_checkpoint
 
 
 @dataclass
@@ -118,7 +118,7 @@ def export_onnx(prefix: str, epoch: int, out: str | os.PathLike, image_shape: Se
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prefix", required=True, help="checkpoint prefix, e.g. model/resnet-imagenet-50-0")
-    parser.add_argument("--epoch", type=int, required=True, help="checkpoint epoch")
+    parser.add_argument("--epoch", type=int, help="checkpoint epoch (default: the newest complete one)")
     parser.add_argument("--out", help="ONNX file to write (default: {prefix}-{epoch:04d}.onnx)")
     parser.add_argument("--image-shape", help="input 3,H,W (default: 3,224,224 or 3,32,32 from the stem)")
     parser.add_argument("--check-batch", type=int, default=3,
@@ -132,9 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")  # no "Subgraph backend MKLDNN is activated" lines
     if args.check_batch < 0:
         raise UserError(f"--check-batch must be >= 0, got {args.check_batch}")
-    out = args.out or f"{args.prefix}-{args.epoch:04d}.onnx"
+    epoch = resolve_checkpoint(args.prefix, args.epoch)
+    out = args.out or f"{args.prefix}-{epoch:04d}.onnx"
     shape = parse_image_shape(args.image_shape) if args.image_shape else None
-    report = export_onnx(args.prefix, args.epoch, out, shape, args.check_batch, args.tolerance)
+    report = export_onnx(args.prefix, epoch, out, shape, args.check_batch, args.tolerance)
     line = f"wrote {report.path}: input data (N, {', '.join(map(str, report.image_shape))}), " \
            f"output softmax (N, {report.num_classes})"
     if report.max_abs_diff is not None:

@@ -13,13 +13,13 @@ import os
 
 import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
 from resnetv2.errors import run_cli
-from resnetv2.predictor import check_checkpoint, load_model_from_flags, score_record
+from resnetv2.predictor import load_model_from_flags, resolve_checkpoint, score_record
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prefix", required=True, help="checkpoint prefix, e.g. model/resnet-imagenet-50-0")
-    parser.add_argument("--epoch", type=int, required=True, help="checkpoint epoch")
+    parser.add_argument("--epoch", type=int, help="checkpoint epoch (default: the newest complete one)")
     parser.add_argument("--rec", required=True, help="RecordIO file to score (its .idx beside it)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     parser.add_argument("--image-shape", help="input 3,H,W (default: 3,224,224 or 3,32,32 from the stem)")
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")  # no "Subgraph backend MKLDNN is activated" lines
     from resnetv2.data import check_record_file
 
-    check_checkpoint(args.prefix, args.epoch)
+    args.epoch = resolve_checkpoint(args.prefix, args.epoch)
     check_record_file(args.rec)
     model = load_model_from_flags(args)
     score = score_record(model, args.rec, progress=not args.no_progress, preprocess_threads=args.preprocess_threads)
