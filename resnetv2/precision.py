@@ -331,9 +331,10 @@ def float32_params(params: dict) -> dict:
 
     out = {}
     for name, value in params.items():
-        if value.dtype == np.float32:
+        dtype = np.dtype(value.dtype)
+        if dtype == np.float32:
             out[name] = value
-        elif value.dtype.names:  # MXNet's bfloat16 is a numpy structured dtype
+        elif dtype.names:  # MXNet's bfloat16 is a numpy structured dtype
             out[name] = mx.nd.amp_cast(value.as_in_context(mx.cpu()), dtype="float32")
         else:
             out[name] = value.astype("float32")

@@ -113,14 +113,14 @@ def check_quantize_args(prefix, epoch: int, calib_rec, num_batches: int, batch_s
         raise UserError(f"--batch-size must be positive, got {batch_size}")
     if calib_mode not in CALIB_MODES:
         raise UserError(f"--calib-mode must be one of {', '.join(CALIB_MODES)}, got {calib_mode!r}")
+    if Path(str(prefix)).name.endswith(INT8_SUFFIX):
+        raise UserError(f"--prefix {prefix} is already an INT8 model; give the float32 checkpoint's prefix")
     check_checkpoint(prefix, epoch)
     check_record_file(calib_rec)
     records = count_records(calib_rec)
     if records < batch_size:
         raise UserError(f"{calib_rec}: {records} images is fewer than one batch of {batch_size}; use a smaller "
                         f"--batch-size")
-    if Path(str(prefix)).name.endswith(INT8_SUFFIX):
-        raise UserError(f"--prefix {prefix} is already an INT8 model; give the float32 checkpoint's prefix")
     out_dir = Path(str(prefix)).parent
     if not os.access(out_dir, os.W_OK):
         raise UserError(f"{out_dir}: cannot write the INT8 files here (no write permission)")
