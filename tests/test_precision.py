@@ -285,3 +285,25 @@ def test_loss_scaler_schedule():
     assert make_loss_scaler("float16").scale == 2.0 ** 16
     assert make_loss_scaler("bfloat16") is None and make_loss_scaler("float32") is None
     assert math.log2(DynamicLossScaler().max_scale) == 24
+
+
+# ------------------------------------------------------------------------------------------- benchmark arithmetic
+def test_precision_benchmark_ratios():
+    """bench/precision.py: each low-precision engine against ours fp32 and the peers, as medians of per-round
+    ratios (round 2 disturbed); torch's low precision only against torch fp32."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "precision.py"
+    spec = importlib.util.spec_from_file_location("bench_precision", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    times = {"ours/fp32": [1.0, 5.0, 1.0], "ours/int8": [0.4, 4.0, 0.5], "gluoncv/fp32": [1.2, 6.0, 1.2],
+             "torch/fp32": [2.0, 2.0, 2.0], "torch/int8": [1.0, 1.0, 1.0]}
+    r = bench.ratios(times, "infer")
+    assert r["ours/int8|ours/fp32"] == 2.0
+    assert r["ours/int8|gluoncv/fp32"] == 2.4
+    assert r["ours/int8|torch/fp32"] == 4.0 and r["ours/int8|torch/int8"] == 2.0
+    assert r["torch/int8|torch/fp32"] == 2.0 and "torch/int8|ours/fp32" not in r
+    assert bench.mx_keys("train", ["ours"]) == ["ours/fp32", "ours/bf16", "ours/bf16-mxbn"]
+    assert bench.torch_keys("infer") == ["torch/fp32", "torch/int8"]
