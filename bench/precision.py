@@ -16,7 +16,8 @@ Cells (``--what train``: forward, backward, NAG update on a fixed random batch; 
 
 Timing is bench/throughput.py's: one MXNet worker process and one PyTorch worker per cell, kept alive, each round
 one step of every engine in a rotating order; a ratio is the median over rounds of the per-round ratio of step
-times. Output: a Markdown table (img/s; ours-low ÷ ours-fp32, ÷ gluoncv, ÷ torch fp32, ÷ torch low) and ``--json``.
+times. Output: a Markdown table (img/s; ours-low ÷ ours-fp32, ÷ gluoncv, ÷ torch fp32, ÷ torch low) and ``--json``;
+``--kernels`` adds, per cell and MXNet engine, the oneDNN kernels of one step and their share of its time.
 
     .venv/bin/python bench/precision.py --what train --models cifar_resnet20_v2 --threads 1 \
         --torch-python /tmp/ptv/bin/python
@@ -179,6 +180,54 @@ serve(steps)
 """
 
 
+def run_kernel_step(spec: dict) -> int:
+    """Worker entry for ``--kernels``: build one MXNet step, run it twice (primitives created), print a marker,
+    run it once more: the oneDNN verbose lines after the marker are one step's kernels."""
+    import resnetv2  # noqa: F401  (numpy shim before mxnet)
+    engine, variant = spec["key"].split("/")
+    step = {"ours": _ours, "gluoncv": _gluoncv}[engine](spec["model"], spec["batch"], variant, spec["what"])
+    step()
+    step()
+    print("KERNELS-START", flush=True)
+    step()
+    return 0
+
+
+def kernel_tally(lines) -> dict[tuple[str, str, str, str], list[float]]:
+    """``dnnl_verbose,exec,...`` lines -> (primitive, implementation, propagation, source dtype) -> [calls, ms]."""
+    tally: dict[tuple[str, str, str, str], list[float]] = {}
+    for line in lines:
+        if not line.startswith("dnnl_verbose,exec,cpu,"):
+            continue
+        fields = line.strip().split(",")
+        primitive, impl, prop, mds = fields[3], fields[4], fields[5], fields[6]
+        src = mds.split()[0].split("::")[0].split("_")[-1] if mds else "?"  # 'src_bf16::blocked..' -> 'bf16'
+        entry = tally.setdefault((primitive, impl, prop, src), [0, 0.0])
+        entry[0] += 1
+        entry[1] += float(fields[-1])
+    return tally
+
+
+def show_kernels(model: str, batch: int, what: str, args: argparse.Namespace, env: dict, top: int = 8) -> str:
+    """One step of every MXNet engine of the cell under ``DNNL_VERBOSE=1``: its most expensive kernels."""
+    import subprocess
+
+    out = []
+    for key in mx_keys(what, args.engines):
+        spec = {"model": model, "batch": batch, "what": what, "key": key}
+        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--kernel-step", json.dumps(spec)],
+                              capture_output=True, text=True, env={**env, "DNNL_VERBOSE": "1"}, timeout=600)
+        lines = proc.stdout.split("KERNELS-START", 1)[-1].splitlines()
+        tally = kernel_tally(lines)
+        total = sum(ms for _, ms in tally.values()) or float("nan")
+        out += [f"**{model} bs{batch} {what} {key}**: oneDNN kernels of one step ({total:.1f} ms in primitives)",
+                "", "| primitive | implementation | pass | src | calls | ms | share |", "|---|---|---|---|---|---|---|"]
+        for (prim, impl, prop, src), (calls, ms) in sorted(tally.items(), key=lambda kv: -kv[1][1])[:top]:
+            out.append(f"| {prim} | {impl} | {prop} | {src} | {calls} | {ms:.1f} | {100 * ms / total:.0f} % |")
+        out.append("")
+    return "\n".join(out)
+
+
 # ---------------------------------------------------------------- orchestration
 
 def start_servers(model: str, batch: int, what: str, args: argparse.Namespace, env: dict) -> list:
@@ -261,7 +310,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--torch-python", default=None, help="python of a venv with torch (peer_torch.py's nets)")
     p.add_argument("--threads", type=int, default=None, help="one OpenMP/intra-op thread count for every engine")
     p.add_argument("--json", type=Path, default=None, help="write every cell, step time and ratio here")
+    p.add_argument("--kernels", action="store_true",
+                   help="also list, per cell and MXNet engine, the oneDNN kernels of one step (DNNL_VERBOSE=1)")
     p.add_argument("--serve", help=argparse.SUPPRESS)
+    p.add_argument("--kernel-step", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -272,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve:
         return run_server(json.loads(args.serve))
+    if args.kernel_step:
+        return run_kernel_step(json.loads(args.kernel_step))
     for model in args.models:
         parse_model_name(model)
     if args.torch_python and not Path(args.torch_python).exists():
@@ -299,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
     rows = {key: {k: tp.summarize(t, key[1]) for k, t in cells.items() if t} for key, cells in raw.items()}
     print(format_table(rows, ratio))
+    if args.kernels:
+        for model, batch, what in raw:
+            print(show_kernels(model, batch, what, args, env))
     if args.json:
         from resnetv2.fileio import atomic_write_text
         from resnetv2.precision import cpu_flags, native_bf16

@@ -307,3 +307,25 @@ def test_precision_benchmark_ratios():
     assert r["torch/int8|torch/fp32"] == 2.0 and "torch/int8|ours/fp32" not in r
     assert bench.mx_keys("train", ["ours"]) == ["ours/fp32", "ours/bf16", "ours/bf16-mxbn"]
     assert bench.torch_keys("infer") == ["torch/fp32", "torch/int8"]
+
+
+def test_kernel_tally_reads_onednn_verbose_lines():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "precision.py"
+    spec = importlib.util.spec_from_file_location("bench_precision", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    lines = [  # as oneDNN 2.4 prints them (MXNet 1.9.1, DNNL_VERBOSE=1)
+        "dnnl_verbose,info,cpu,isa:Intel AVX-512 with Intel DL Boost",
+        "dnnl_verbose,exec,cpu,convolution,jit_bf16:avx512_core,forward_training,src_bf16::blocked:aBcd16b:f0 "
+        "wei_bf16::blocked:ABcd16b16a:f0 dst_bf16::blocked:aBcd16b:f0,,alg:convolution_direct,mb16_ic16oc16,1.5",
+        "dnnl_verbose,exec,cpu,convolution,jit_bf16:avx512_core,forward_training,src_bf16::blocked:aBcd16b:f0 "
+        "wei_bf16::blocked:ABcd16b16a:f0 dst_bf16::blocked:aBcd16b:f0,,alg:convolution_direct,mb16_ic16oc16,0.5",
+        "dnnl_verbose,exec,cpu,convolution,brgconv:avx512_core_vnni,forward_inference,src_u8::blocked:acdb:f0 "
+        "wei_s8:p:blocked:AcdB16b64a4b:f0 dst_s8::blocked:acdb:f0,,,mb1_ic16oc16,0.25",
+    ]
+    tally = bench.kernel_tally(lines)
+    assert tally == {("convolution", "jit_bf16:avx512_core", "forward_training", "bf16"): [2, 2.0],
+                     ("convolution", "brgconv:avx512_core_vnni", "forward_inference", "u8"): [1, 0.25]}
