@@ -118,6 +118,9 @@ def mixed_precision_symbol(sym, dtype: str, data_names: Sequence[str] = ("data",
     back to float32 after it. ``policy='mxnet'``: ``mx.contrib.amp.convert_symbol`` with MXNet's lists (BatchNorm
     then reads and writes ``dtype``, with float32 parameters). Either way the variables keep their names and are
     float32; ``dtype='float32'`` returns ``sym`` unchanged. ``data_names`` are the graph's inputs (not parameters).
+
+    Apply it last: a later rewrite that round-trips the graph through ``tojson()`` (as :mod:`resnetv2.fastpath`'s
+    do) drops every ``amp_cast`` node, silently giving back the float32 graph.
     """
     import mxnet as mx
 
@@ -142,13 +145,18 @@ def mixed_precision_symbol(sym, dtype: str, data_names: Sequence[str] = ("data",
         return len(new_nodes) - 1
 
     cast_of: dict[tuple, list] = {}  # one cast per (source entry, dtype), shared by every reader
+    low_of: dict[int, list] = {}  # a float32 cast node of a low-precision output -> that output
 
     def cast(entry: list, to: str, name: str) -> list:
+        if to == dtype and entry[0] in low_of:  # an op in `ops` reading another's output: no round trip
+            return low_of[entry[0]]
         key = (entry[0], entry[1], to)
         if key not in cast_of:
             nid = add({"op": "amp_cast", "name": f"{name}_amp_cast_{to}", "attrs": {"dtype": to},
                        "inputs": [entry]})
             cast_of[key] = [nid, 0, 0]
+            if to == "float32":
+                low_of[nid] = entry
         return cast_of[key]
 
     for nid, node in enumerate(nodes):

@@ -329,3 +329,27 @@ def test_kernel_tally_reads_onednn_verbose_lines():
     tally = bench.kernel_tally(lines)
     assert tally == {("convolution", "jit_bf16:avx512_core", "forward_training", "bf16"): [2, 2.0],
                      ("convolution", "brgconv:avx512_core_vnni", "forward_inference", "u8"): [1, 0.25]}
+
+
+def test_adjacent_low_precision_ops_share_one_cast():
+    """conv -> conv (and conv -> FC) with nothing between: the second reads the first's bfloat16 output directly,
+    no float32 round trip; only the final output is cast back."""
+    import mxnet as mx
+
+    from resnetv2.precision import mixed_precision_symbol, node_dtypes
+
+    data = mx.sym.var("data")
+    c1 = mx.sym.Convolution(data, num_filter=4, kernel=(3, 3), pad=(1, 1), name="c1")
+    c2 = mx.sym.Convolution(c1, num_filter=4, kernel=(3, 3), pad=(1, 1), name="c2")
+    both = mx.sym.Group([mx.sym.FullyConnected(c2, num_hidden=3, name="fc"), mx.sym.relu(c1, name="r")])
+    mixed = mixed_precision_symbol(both, "bfloat16", data_names=("data",))
+    casts = [n for n in mixed.get_internals().list_outputs() if "amp_cast" in n]
+    assert sorted(casts) == sorted([
+        "data_amp_cast_bfloat16_output", "c1_weight_amp_cast_bfloat16_output", "c1_bias_amp_cast_bfloat16_output",
+        "c2_weight_amp_cast_bfloat16_output", "c2_bias_amp_cast_bfloat16_output", "fc_weight_amp_cast_bfloat16_output",
+        "fc_bias_amp_cast_bfloat16_output", "c1_output_amp_cast_float32_output", "fc_output_amp_cast_float32_output"])
+    dtypes = node_dtypes(mixed, data="float32")
+    assert dtypes["r_output"] == "float32" and dtypes["c2_output"] == "bfloat16"
+    out = mixed.bind(mx.cpu(), {n: mx.nd.ones(s) for n, s in zip(mixed.list_arguments(), mixed.infer_shape(
+        data=(1, 2, 5, 5))[0])}).forward()
+    assert [o.dtype for o in out] == [np.float32, np.float32]
