@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text lines")
     parser.add_argument("--plain-graph", action="store_true",
                         help="run the checkpoint's graph as saved instead of the folded, fused one (same results)")
+    parser.add_argument("--int8", action="store_true",
+                        help="run the INT8 model tools/quantize.py wrote (PREFIX-int8-symbol.json, "
+                             "PREFIX-int8-EPOCH.params; CPU only); a --prefix naming those files is detected")
     return parser.parse_args(argv)
 
 

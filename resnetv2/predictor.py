@@ -18,7 +18,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from resnetv2.checkpoint import list_epochs, load_params, params_path, symbol_path
+from resnetv2.checkpoint import latest_epoch, list_epochs, load_params, params_path, symbol_path
 from resnetv2.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -133,7 +133,8 @@ class Model:
 
     ``batch`` is float32 NCHW raw RGB 0..255 with at most ``batch_size`` images; returns (n, num_classes)
     float32 probabilities. ``symbol`` is the inference symbol (softmax of fc1) and ``arg_params`` /
-    ``aux_params`` its parameters, for exporters.
+    ``aux_params`` its parameters, for exporters. ``fast`` (an object with ``forward(batch)``: the folded, fused
+    float32 graph or an INT8 one) runs when set; ``module`` otherwise (None for INT8 models).
     """
 
     def __init__(self, module, symbol, arg_params: dict, aux_params: dict, batch_size: int,
@@ -198,18 +199,74 @@ def load_model(prefix: str | os.PathLike, epoch: int, ctx=None, batch_size: int 
     return Model(module, net, arg_params, aux_params, batch_size, shape, num_classes, fast_model)
 
 
+def load_int8_model(prefix: str | os.PathLike, epoch: int, batch_size: int = 32,
+                    image_shape: Sequence[int] | None = None) -> Model:
+    """Load the INT8 model :mod:`resnetv2.quantize` wrote (``prefix`` is its own prefix, ``P-int8``) and bind it
+    on the CPU for batches of up to ``batch_size`` images (``image_shape`` defaults from the stem)."""
+    import mxnet as mx
+
+    from resnetv2.quantize import Int8Executor, is_quantized
+
+    if batch_size <= 0:
+        raise UserError(f"--batch-size must be positive, got {batch_size}")
+    symbol, arg_params, aux_params = load_checkpoint(prefix, epoch)
+    if not is_quantized(symbol):
+        raise UserError(f"{symbol_path(prefix)}: not an INT8 graph (make one with tools/quantize.py)")
+    shape = tuple(image_shape) if image_shape else default_image_shape(symbol)
+    try:
+        executor = Int8Executor(symbol, arg_params, aux_params, (batch_size,) + shape)
+        num_classes = int(executor.executor.outputs[0].shape[1])
+    except (mx.base.MXNetError, KeyError) as exc:
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{params_path(prefix, epoch)}: does not fit {symbol_path(prefix).name}: {detail}") from None
+    return Model(None, symbol, arg_params, aux_params, batch_size, shape, num_classes, executor)
+
+
 def load_model_from_flags(args) -> Model:
     """:func:`load_model` for the flags ``predict/predict.py`` and ``tools/score.py`` share: ``--prefix``,
     ``--epoch`` (None: the newest, see :func:`resolve_checkpoint`), ``--gpu``, ``--cpu``, ``--batch-size``,
-    ``--image-shape``, ``--plain-graph`` and ``--num-classes`` (checked against the checkpoint's ``fc1``)."""
-    epoch = resolve_checkpoint(args.prefix, args.epoch)
+    ``--image-shape``, ``--plain-graph``, ``--int8`` and ``--num-classes`` (checked against the checkpoint's
+    ``fc1``).
+
+    ``--int8`` runs ``PREFIX-int8-symbol.json`` / ``PREFIX-int8-EPOCH.params`` (``tools/quantize.py`` writes them);
+    a ``--prefix`` naming such files directly is recognised by its graph and run as INT8 without the flag."""
+    from resnetv2.quantize import int8_files, int8_prefix
+
+    prefix = str(args.prefix)
+    int8 = getattr(args, "int8", False)
+    if int8:
+        if args.gpu is not None:
+            raise UserError("--int8 runs on the CPU only (MXNet 1.9.1's INT8 kernels are oneDNN's); drop --gpu")
+        prefix = prefix[:-len("-int8")] if prefix.endswith("-int8") else prefix
+        epoch = args.epoch if args.epoch is not None else latest_epoch(int8_prefix(prefix))
+        which = epoch if epoch is not None else "N"
+        hint = f"make it with: python tools/quantize.py --prefix {prefix} --epoch {which} "
+        if epoch is None:
+            raise UserError(f"{int8_prefix(prefix)}-NNNN.params: no INT8 model; {hint}--calib-rec TRAIN_OR_VAL.rec")
+        missing = [p for p in int8_files(prefix, epoch) if not p.is_file()]
+        if missing:
+            raise UserError(f"{missing[0]}: no INT8 model for epoch {epoch}; {hint}--calib-rec TRAIN_OR_VAL.rec")
+        prefix = int8_prefix(prefix)
+    epoch = resolve_checkpoint(prefix, epoch if int8 else args.epoch)
     image_shape = parse_image_shape(args.image_shape) if args.image_shape else None
-    model = load_model(args.prefix, epoch, pick_context(args.gpu, args.cpu), args.batch_size, image_shape,
-                       fast=not args.plain_graph)
+    if int8 or _is_int8_checkpoint(prefix):
+        model = load_int8_model(prefix, epoch, args.batch_size, image_shape)
+    else:
+        model = load_model(prefix, epoch, pick_context(args.gpu, args.cpu), args.batch_size, image_shape,
+                           fast=not args.plain_graph)
     if args.num_classes is not None and args.num_classes != model.num_classes:
         raise UserError(f"--num-classes {args.num_classes} does not match the checkpoint: its fc1 has "
                         f"{model.num_classes} outputs")
     return model
+
+
+def _is_int8_checkpoint(prefix: str | os.PathLike) -> bool:
+    """Whether ``PREFIX-symbol.json`` holds a quantized graph (read as text: no MXNet needed)."""
+    try:
+        text = symbol_path(prefix).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return '"_contrib_quantize' in text
 
 
 def read_synset(path: str | os.PathLike) -> list[str]:

@@ -2,6 +2,7 @@
 """Top-1 and top-5 accuracy of a checkpoint over a RecordIO file, preprocessed as validation.
 
     python tools/score.py --prefix model/resnet-cifar10-164-0 --epoch 200 --rec data/cifar10_val.rec
+    python tools/score.py --prefix model/resnet-cifar10-164-0 --epoch 200 --rec data/cifar10_val.rec --int8
 
 Prints the accuracies, the number of images and the speed (img/s, decode included); --json for one JSON line.
 """
@@ -30,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--plain-graph", action="store_true",
                         help="run the checkpoint's graph as saved instead of the folded, fused one (same results)")
+    parser.add_argument("--int8", action="store_true",
+                        help="run the INT8 model tools/quantize.py wrote (PREFIX-int8-symbol.json, "
+                             "PREFIX-int8-EPOCH.params; CPU only); a --prefix naming those files is detected")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     return parser.parse_args(argv)
 
@@ -39,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")  # no "Subgraph backend MKLDNN is activated" lines
     from resnetv2.data import check_record_file
 
-    args.epoch = resolve_checkpoint(args.prefix, args.epoch)
+    if not args.int8:
+        args.epoch = resolve_checkpoint(args.prefix, args.epoch)  # before the record file: the usual mistake first
     check_record_file(args.rec)
     model = load_model_from_flags(args)
     score = score_record(model, args.rec, progress=not args.no_progress, preprocess_threads=args.preprocess_threads)

@@ -1,0 +1,205 @@
+"""INT8 post-training quantization of a checkpoint with MXNet 1.9.1's oneDNN (MKLDNN) backend.
+
+:func:`quantize_checkpoint` reads checkpoint ``PREFIX``/``EPOCH`` (float32), runs its inference graph (softmax of
+``fc1``) over the first ``num_batches`` batches of a record file preprocessed as validation, derives one range per
+layer output (``naive``: the observed min/max; ``entropy``: the threshold that minimises the KL divergence of the
+8-bit histogram, MXNet's TensorRT-style calibration), and writes the quantized model beside the checkpoint as
+``PREFIX-int8-symbol.json`` and ``PREFIX-int8-EPOCH.params`` (the epoch of the float32 checkpoint it came from;
+``mx.model.load_checkpoint(PREFIX + '-int8', EPOCH)`` reads the pair). Both files are written in full beside their
+names before either is renamed into place: a failure leaves no new file and never touches an existing good one.
+
+What runs in INT8 (MKLDNN_QUANTIZE fusion, then quantization, ``quantized_dtype='auto'``: uint8 after a ReLU,
+int8 elsewhere): every convolution with its BN/ReLU/sum fused, the fully connected layer, the pre-activation
+``bn1``+ReLU of each unit and the pooling; ``bn_data`` (the input normaliser on raw 0..255 pixels) and the final
+softmax stay float32. Inference only: the quantized graph cannot be trained.
+
+Calibrate on images the model will not be scored on (e.g. a slice of the training file read as validation) to
+keep the test accuracy honest; the ranges come only from ``num_batches * batch_size`` images.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from resnetv2.checkpoint import params_path, symbol_path
+from resnetv2.errors import UserError
+from resnetv2.fileio import atomic_path
+
+CALIB_MODES = ("naive", "entropy")
+INT8_SUFFIX = "-int8"
+
+
+def int8_prefix(prefix: str | os.PathLike) -> str:
+    """The prefix of the INT8 files of checkpoint ``prefix``: ``PREFIX-int8``."""
+    return f"{prefix}{INT8_SUFFIX}"
+
+
+def int8_files(prefix: str | os.PathLike, epoch: int) -> tuple[Path, Path]:
+    """``(PREFIX-int8-symbol.json, PREFIX-int8-EPOCH.params)``."""
+    return symbol_path(int8_prefix(prefix)), params_path(int8_prefix(prefix), epoch)
+
+
+def has_int8(prefix: str | os.PathLike, epoch: int) -> bool:
+    """Whether :func:`quantize_checkpoint` wrote both INT8 files for ``prefix``/``epoch``."""
+    return all(p.is_file() for p in int8_files(prefix, epoch))
+
+
+def is_quantized(symbol) -> bool:
+    """Whether a Symbol holds quantized operators (a graph this module wrote)."""
+    nodes = json.loads(symbol.tojson())["nodes"]
+    return any(n["op"].startswith(("_contrib_quantize", "_contrib_quantized", "_contrib_requantize"))
+               or n.get("attrs", {}).get("quantized") in ("true", "True", "1") for n in nodes)
+
+
+@dataclass
+class QuantizeResult:
+    """What :func:`quantize_checkpoint` did: the files written, the calibration images used, the operator count
+    by type of the quantized graph and the wall time in seconds."""
+
+    symbol_file: Path
+    params_file: Path
+    calib_images: int
+    calib_mode: str
+    op_counts: dict
+    seconds: float
+
+
+def _data_only(inner, num_batches: int):
+    """A data iterator without labels over the first ``num_batches`` batches of ``inner`` (MXNet's calibration
+    binds a label-free Module; the record iterator always yields labels). ``.images`` counts the images read."""
+    import mxnet as mx
+
+    class DataOnly(mx.io.DataIter):
+        def __init__(self):
+            super().__init__(inner.batch_size)
+            self.seen = 0
+            self.images = 0
+
+        @property
+        def provide_data(self):
+            return inner.provide_data
+
+        @property
+        def provide_label(self):
+            return []
+
+        def reset(self):
+            inner.reset()
+            self.seen = 0
+
+        def next(self):
+            if self.seen >= num_batches:
+                raise StopIteration
+            batch = inner.next()
+            self.seen += 1
+            self.images += batch.data[0].shape[0] - (batch.pad or 0)
+            return mx.io.DataBatch(data=batch.data, pad=batch.pad)
+
+    return DataOnly()
+
+
+def check_quantize_args(prefix, epoch: int, calib_rec, num_batches: int, batch_size: int, calib_mode: str) -> None:
+    """Every input check that needs no MXNet run, each one :class:`UserError` line (nothing is written before)."""
+    from resnetv2.data import check_record_file, count_records
+    from resnetv2.predictor import check_checkpoint
+
+    if num_batches <= 0:
+        raise UserError(f"--num-calib-batches must be at least 1, got {num_batches}")
+    if batch_size <= 0:
+        raise UserError(f"--batch-size must be positive, got {batch_size}")
+    if calib_mode not in CALIB_MODES:
+        raise UserError(f"--calib-mode must be one of {', '.join(CALIB_MODES)}, got {calib_mode!r}")
+    if Path(str(prefix)).name.endswith(INT8_SUFFIX):
+        raise UserError(f"--prefix {prefix} is already an INT8 model; give the float32 checkpoint's prefix")
+    check_checkpoint(prefix, epoch)
+    check_record_file(calib_rec)
+    records = count_records(calib_rec)
+    if records < batch_size:
+        raise UserError(f"{calib_rec}: {records} images is fewer than one batch of {batch_size}; use a smaller "
+                        f"--batch-size")
+    out_dir = Path(str(prefix)).parent
+    if not os.access(out_dir, os.W_OK):
+        raise UserError(f"{out_dir}: cannot write the INT8 files here (no write permission)")
+
+
+def quantize_checkpoint(prefix: str | os.PathLike, epoch: int, calib_rec: str | os.PathLike, num_batches: int,
+                        batch_size: int = 32, calib_mode: str = "naive",
+                        image_shape: Sequence[int] | None = None, exclude: Sequence[str] = (),
+                        preprocess_threads: int = 2, logger=None) -> QuantizeResult:
+    """Quantize checkpoint ``prefix``/``epoch`` to INT8, calibrated on the first ``num_batches`` batches of
+    ``batch_size`` images of ``calib_rec``; write ``PREFIX-int8-symbol.json`` and ``PREFIX-int8-EPOCH.params``.
+
+    ``image_shape`` (3, H, W) defaults to the network's stem (224 or 32 square); ``exclude`` names layers to keep
+    in float32 (e.g. ``conv0``, ``fc1``). Raises :class:`UserError` for bad inputs before anything is written.
+    """
+    check_quantize_args(prefix, epoch, calib_rec, num_batches, batch_size, calib_mode)
+    import mxnet as mx
+    from mxnet.contrib.quantization import quantize_model_mkldnn
+
+    from resnetv2.data import get_layout, make_val_iter
+    from resnetv2.predictor import default_image_shape, inference_symbol, load_checkpoint
+
+    if not mx.runtime.Features().is_enabled("MKLDNN"):
+        raise UserError("INT8 quantization needs MXNet built with oneDNN (MKLDNN); this build has none")
+    start = time.perf_counter()
+    symbol, arg_params, aux_params = load_checkpoint(prefix, epoch)
+    if is_quantized(symbol):
+        raise UserError(f"{symbol_path(prefix)}: already a quantized graph")
+    net = inference_symbol(symbol)
+    shape = tuple(image_shape) if image_shape else default_image_shape(symbol)
+    layout = get_layout("imagenet" if max(shape[1:]) > 64 else "cifar10")
+    unknown = sorted(set(exclude) - {n["name"] for n in json.loads(net.tojson())["nodes"]})
+    if unknown:
+        raise UserError(f"--exclude {', '.join(unknown)}: no such layer in the network")
+    try:
+        records = make_val_iter(calib_rec, layout, batch_size, data_shape=shape,
+                                preprocess_threads=preprocess_threads)
+        calib = _data_only(records, num_batches)
+        qsym, qarg, qaux = quantize_model_mkldnn(
+            net, arg_params, aux_params, data_names=("data",), label_names=(), ctx=mx.cpu(),
+            excluded_sym_names=list(exclude), calib_mode=calib_mode, calib_data=calib,
+            num_calib_examples=num_batches * batch_size, quantized_dtype="auto", quantize_mode="smart",
+            logger=logger)
+    except mx.base.MXNetError as exc:
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+        raise UserError(f"quantization failed: {detail}") from None
+    symbol_file, params_file = int8_files(prefix, epoch)
+    blob = {f"arg:{k}": v for k, v in qarg.items()}
+    blob.update({f"aux:{k}": v for k, v in qaux.items()})
+    with atomic_path(symbol_file) as sym_tmp, atomic_path(params_file) as params_tmp:
+        sym_tmp.write_text(qsym.tojson(), encoding="utf-8")
+        mx.nd.save(str(params_tmp), blob)
+    counts: dict[str, int] = {}
+    for node in json.loads(qsym.tojson())["nodes"]:
+        if node["op"] != "null":
+            counts[node["op"]] = counts.get(node["op"], 0) + 1
+    return QuantizeResult(symbol_file, params_file, calib.images, calib_mode, counts, time.perf_counter() - start)
+
+
+class Int8Executor:
+    """An INT8 graph bound once for ``data_shape``: ``forward(batch)`` -> class probabilities (NDArray).
+
+    Same interface as :class:`resnetv2.fastpath.InferenceModel`, so :class:`resnetv2.predictor.Model` runs either.
+    """
+
+    def __init__(self, qsym, arg_params: dict, aux_params: dict, data_shape: tuple, ctx=None):
+        import mxnet as mx
+
+        self.ctx = ctx or mx.cpu()
+        self.data_shape = tuple(data_shape)
+        self.symbol = qsym
+        args = {n: arg_params[n].as_in_context(self.ctx) for n in qsym.list_arguments() if n != "data"}
+        args["data"] = mx.nd.zeros(self.data_shape, ctx=self.ctx)
+        aux = {n: aux_params[n].as_in_context(self.ctx) for n in qsym.list_auxiliary_states()}
+        self.executor = qsym.bind(self.ctx, args=args, aux_states=aux, grad_req="null")
+
+    def forward(self, data):
+        """One batch of ``data_shape`` (raw RGB 0..255) -> the output NDArray (shared buffer)."""
+        if tuple(data.shape) != self.data_shape:
+            raise ValueError(f"input shape {tuple(data.shape)} != bound shape {self.data_shape}")
+        self.executor.arg_dict["data"][:] = data
+        return self.executor.forward(is_train=False)[0]

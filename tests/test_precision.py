@@ -1,0 +1,355 @@
+"""resnetv2.precision: the bfloat16 graph keeps BN, softmax and every weight in float32, trains like float32 for a
+few steps, saves float32 checkpoints; float16 is refused cleanly where it cannot run; the loss scaler is exact."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
+from resnetv2.errors import UserError
+
+BATCH = 32
+
+
+def _op_dtypes(sym) -> dict[str, set[str]]:
+    """Operator type -> the dtypes of its nodes' first outputs, from :func:`node_dtypes` and the graph."""
+    import json
+
+    from resnetv2.precision import node_dtypes
+
+    dtypes = node_dtypes(sym)
+    out: dict[str, set[str]] = {}
+    for node in json.loads(sym.tojson(remove_amp_cast=False))["nodes"]:
+        if node["op"] != "null":
+            out.setdefault(node["op"], set()).add(dtypes[f"{node['name']}_output"])
+    return out
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["plain-graph", "training-graph"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision_graph_keeps_bn_softmax_and_weights_float32(dtype, fast):
+    """Convolution and FullyConnected compute in the low type; BatchNorm (also fused with ReLU), ReLU, the sums,
+    pooling and the softmax in float32; every parameter and auxiliary state is float32 (the master weights)."""
+    from resnetv2.fastpath import training_graph
+    from resnetv2.precision import mixed_precision_symbol, param_dtypes
+    from symbols import get_symbol
+
+    sym = get_symbol(10, 20, "cifar10")
+    if fast:
+        sym = training_graph(sym)[0]
+    mixed = mixed_precision_symbol(sym, dtype)
+    ops = _op_dtypes(mixed)
+    assert ops["Convolution"] == {dtype} and ops["FullyConnected"] == {dtype}
+    bn_ops = {"_contrib_BatchNormWithReLU", "BatchNorm"} if fast else {"BatchNorm", "Activation"}
+    for op in bn_ops | {"elemwise_add", "SoftmaxOutput"}:
+        assert ops[op] == {"float32"}, op
+    assert set(param_dtypes(mixed).values()) == {"float32"}
+    assert mixed.list_arguments() == sym.list_arguments()
+    assert mixed.list_auxiliary_states() == sym.list_auxiliary_states()
+    assert mixed_precision_symbol(sym, "float32") is sym
+
+
+def test_mxnet_policy_runs_batchnorm_in_bfloat16():
+    """The comparison policy (MXNet AMP's own lists) differs exactly there: BN reads and writes bfloat16."""
+    from resnetv2.precision import mixed_precision_symbol, param_dtypes
+    from symbols import get_symbol
+
+    sym = get_symbol(10, 20, "cifar10")
+    ops = _op_dtypes(mixed_precision_symbol(sym, "bfloat16", policy="mxnet"))
+    assert "bfloat16" in ops["BatchNorm"] and ops["SoftmaxOutput"] == {"float32"}
+    assert set(param_dtypes(mixed_precision_symbol(sym, "bfloat16", policy="mxnet")).values()) == {"float32"}
+
+
+@pytest.fixture(scope="module")
+def digit_batches(tmp_path_factory):
+    """4 fixed batches of 32 scikit-learn digits (32x32 RGB, raw 0..255) with their labels."""
+    import mxnet as mx
+
+    from resnetv2.im2rec import digits_images
+
+    (images, labels), _ = digits_images(seed=0)
+    data = np.repeat(images[:4 * BATCH, None], 3, axis=1).astype(np.float32)  # gray -> RGB, NCHW
+    return [(mx.nd.array(data[i:i + BATCH]), mx.nd.array(labels[i:i + BATCH])) for i in range(0, 4 * BATCH, BATCH)]
+
+
+def _module_losses(sym, arg_params, aux_params, batches, steps: int):
+    """Cross-entropy (nats) of each of ``steps`` NAG updates (train_resnet.py's settings) cycling over
+    ``batches``, and the Module's parameters after them."""
+    import mxnet as mx
+
+    mod = mx.mod.Module(sym, context=mx.cpu())
+    mod.bind(data_shapes=[("data", (BATCH, 3, 32, 32))], label_shapes=[("softmax_label", (BATCH,))])
+    mod.init_params(arg_params={k: v.copy() for k, v in arg_params.items()},
+                    aux_params={k: v.copy() for k, v in aux_params.items()})
+    mod.init_optimizer(optimizer="nag", optimizer_params={"learning_rate": 0.1, "momentum": 0.9, "wd": 1e-4,
+                                                          "rescale_grad": 1.0 / BATCH})
+    losses = []
+    for step in range(steps):
+        data, label = batches[step % len(batches)]
+        mod.forward_backward(mx.io.DataBatch([data], [label]))
+        probs = mod.get_outputs()[0].asnumpy()
+        losses.append(float(-np.log(probs[np.arange(BATCH), label.asnumpy().astype(int)]).mean()))
+        mod.update()
+    mx.nd.waitall()
+    return losses, mod.get_params()
+
+
+# The bound for 16 steps (measured on this CPU: max |bf16 - fp32| 0.056 nats over the 16 losses, 0.0003 at the
+# first step, which is a forward pass with equal weights). bfloat16 keeps 8 significant bits (relative rounding
+# 2**-9 per conv input), so the first loss agrees to ~1e-3; after that the two runs follow different rounding and
+# drift apart like two float32 runs with different seeds would, never by whole nats.
+FIRST_STEP_TOL = 0.01
+RUN_TOL = 0.2
+
+
+def test_bfloat16_training_moves_the_loss_like_float32(digit_batches):
+    """16 Module updates of ResNet-8 on real digits from the same weights: the same first loss within 0.01 nats,
+    every loss within 0.2 nats of float32's, both fall by more than a fifth, and the parameters come back
+    float32 (a checkpoint of a bfloat16 run is a float32 checkpoint)."""
+    from resnetv2.fastpath import training_graph
+    from resnetv2.fit import init_params
+    from resnetv2.precision import float32_params, mixed_precision_symbol
+    from symbols import get_symbol
+
+    sym = training_graph(get_symbol(10, 8, "cifar10"))[0]
+    arg_params, aux_params = init_params(sym, (BATCH, 3, 32, 32), seed=0)
+    fp32, _ = _module_losses(sym, arg_params, aux_params, digit_batches, 16)
+    bf16, (args16, aux16) = _module_losses(mixed_precision_symbol(sym, "bfloat16"), arg_params, aux_params,
+                                           digit_batches, 16)
+    assert abs(bf16[0] - fp32[0]) < FIRST_STEP_TOL
+    assert max(abs(a - b) for a, b in zip(fp32, bf16)) < RUN_TOL
+    for losses in (fp32, bf16):
+        assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4]), losses  # measured 0.71 (fp32), 0.69 (bf16)
+    assert {np.dtype(v.dtype) for v in {**args16, **aux16}.values()} == {np.dtype("float32")}
+    assert float32_params(args16)["conv0_weight"] is args16["conv0_weight"]  # already float32: untouched
+    assert not np.array_equal(args16["conv0_weight"].asnumpy(), arg_params["conv0_weight"].asnumpy())
+
+
+def test_bfloat16_gluon_block_equals_module(digit_batches):
+    """The Gluon engine's bfloat16 block (shared float32 Parameters, float32 logits) gives the Module path's first
+    loss, and a Trainer step through it changes the net's own float32 weights."""
+    import mxnet as mx
+    from mxnet import autograd, gluon
+
+    from resnetv2.fastpath import training_graph
+    from resnetv2.fit import init_params
+    from resnetv2.precision import mixed_precision_block, mixed_precision_symbol
+    from symbols import get_net, get_symbol
+    from symbols.gluon_resnet_v2 import load_symbol_params
+
+    sym = get_symbol(10, 8, "cifar10")
+    arg_params, aux_params = init_params(sym, (BATCH, 3, 32, 32), seed=0)
+    module_loss, _ = _module_losses(mixed_precision_symbol(training_graph(sym)[0], "bfloat16"), arg_params,
+                                    aux_params, digit_batches, 1)
+    net = get_net(10, 8, "cifar10")
+    load_symbol_params(net, arg_params, aux_params)
+    block = mixed_precision_block(net, (BATCH, 3, 32, 32), "bfloat16")
+    trainer = gluon.Trainer(net.collect_params(), "nag", {"learning_rate": 0.1, "momentum": 0.9})
+    data, label = digit_batches[0]
+    with autograd.record():
+        logits = block(data)
+        loss = gluon.loss.SoftmaxCrossEntropyLoss()(logits, label)
+    loss.backward()
+    trainer.step(BATCH)
+    assert logits.dtype == np.float32
+    assert float(loss.mean().asscalar()) == pytest.approx(module_loss[0], abs=1e-4)
+    weight = net.collect_params()["conv0_weight"].data()
+    assert weight.dtype == np.float32
+    assert not np.array_equal(weight.asnumpy(), arg_params["conv0_weight"].asnumpy())
+    mx.nd.waitall()
+
+
+def test_float32_params_casts_bfloat16_back():
+    import mxnet as mx
+    from mxnet.contrib.amp.amp import bfloat16
+
+    from resnetv2.precision import float32_params
+
+    x = mx.nd.array([[1.0, -2.5, 3.140625]])
+    low = {"a": mx.nd.amp_cast(x, dtype=bfloat16), "b": x.astype("float16"), "c": x}
+    out = float32_params(low)
+    assert all(v.dtype == np.float32 for v in out.values())
+    np.testing.assert_array_equal(out["a"].asnumpy(), x.asnumpy())  # all three are exact in bfloat16
+    assert out["c"] is x
+
+
+# ------------------------------------------------------------------------------------------- refusals
+@pytest.mark.parametrize("dtype, gpus, api, kv, message", [
+    ("float16", 0, "gluon", "local", "--dtype float16 needs a GPU (--gpus 0[,1,...]): MXNet 1.9.1 has float16 "
+                                     "convolutions only with CUDA; on a CPU use --dtype bfloat16"),
+    ("float16", 1, "module", "local", "--dtype float16 trains with --api gluon only"),
+    ("float16", 2, "gluon", "dist_sync", "--dtype float16 cannot train with --kv-store dist_sync"),
+    ("bfloat16", 1, "module", "device", "--dtype bfloat16 trains on CPUs only"),
+    ("int8", 0, "module", "local", "--dtype must be one of float32, bfloat16, float16, got 'int8'"),
+])
+def test_check_dtype_refuses_with_one_line(dtype, gpus, api, kv, message):
+    from resnetv2.precision import check_dtype
+
+    with pytest.raises(UserError) as exc:
+        check_dtype(dtype, gpus, api, kv)
+    assert str(exc.value).startswith(message) and "\n" not in str(exc.value)
+
+
+def test_check_dtype_accepts_what_runs():
+    from resnetv2.precision import check_dtype
+
+    check_dtype("float32", 0)
+    check_dtype("bfloat16", 0, "gluon", "local")  # this CPU build has oneDNN
+    check_dtype("float16", 2, "gluon", "device", mkldnn=False)
+    with pytest.raises(UserError, match="needs MXNet built with oneDNN"):
+        check_dtype("bfloat16", 0, mkldnn=False)
+
+
+def test_float16_on_this_cpu_is_what_the_refusal_says():
+    """The reason for the refusal, checked: MXNet 1.9.1's CPU build cannot run a float16 convolution."""
+    import mxnet as mx
+
+    x = mx.nd.ones((1, 3, 8, 8), dtype="float16")
+    w = mx.nd.ones((4, 3, 3, 3), dtype="float16")
+    with pytest.raises(mx.base.MXNetError):
+        mx.nd.Convolution(x, w, kernel=(3, 3), num_filter=4, no_bias=True).wait_to_read()
+
+
+def test_describe_names_the_emulation():
+    from resnetv2.precision import describe, native_bf16
+
+    assert describe("float32") == "precision: float32"
+    assert "emulates bfloat16" in describe("bfloat16", flags={"avx512f", "avx512_vnni"})
+    assert "emulates" not in describe("bfloat16", flags={"avx512f", "avx512_bf16"})
+    assert native_bf16({"amx_bf16"}) and not native_bf16(set())
+    assert describe("float16").endswith("dynamic loss scaling")
+
+
+# ------------------------------------------------------------------------------------------- loss scaling
+def _gluon_grads(scaler):
+    """Gradients of ResNet-8 (float32) for one batch, back-propagated through ``scaler`` (or plainly)."""
+    import mxnet as mx
+    from mxnet import autograd, gluon
+
+    from resnetv2.precision import backward, gradients, ready_to_update
+    from symbols import get_net
+
+    mx.random.seed(4)
+    net = get_net(10, 8, "cifar10")
+    net.initialize(mx.init.Xavier())
+    net.hybridize()
+    data = mx.nd.random.uniform(0, 255, (8, 3, 32, 32))
+    label = mx.nd.array(np.arange(8) % 10)
+    with autograd.record():
+        loss = gluon.loss.SoftmaxCrossEntropyLoss()(net(data), label)
+    backward([loss], scaler)
+    ok = ready_to_update(scaler, net.collect_params())
+    return ok, [g.asnumpy() for g in gradients(net.collect_params())]
+
+
+def test_loss_scaling_by_a_power_of_two_gives_the_same_gradients():
+    """Scaling the loss's gradient by 2**16 and the gradients back by 2**-16 is exact in binary floating point:
+    the update sees bit-identical gradients (float32 here; on a GPU the float16 activations are what it saves)."""
+    from resnetv2.precision import DynamicLossScaler
+
+    plain_ok, plain = _gluon_grads(None)
+    scaler = DynamicLossScaler()
+    scaled_ok, scaled = _gluon_grads(scaler)
+    assert plain_ok and scaled_ok and scaler.scale == 2.0 ** 16 and scaler.clean_steps == 1
+    for a, b in zip(plain, scaled):
+        np.testing.assert_array_equal(a, b)
+    assert any(np.abs(g).max() > 0 for g in plain)
+
+
+def test_loss_scaler_skips_an_overflowing_step_and_halves():
+    """A scale beyond float32's range (2**140): the gradients overflow, the step is skipped, the scale halves, the
+    gradients are left as they are (not unscaled)."""
+    from resnetv2.precision import DynamicLossScaler
+
+    scaler = DynamicLossScaler(init_scale=2.0 ** 140)
+    ok, grads = _gluon_grads(scaler)
+    assert not ok and scaler.scale == 2.0 ** 139 and scaler.skipped == 1
+    assert any(not np.isfinite(g).all() for g in grads)
+
+
+def test_loss_scaler_schedule():
+    from resnetv2.precision import DynamicLossScaler, make_loss_scaler
+
+    scaler = DynamicLossScaler(init_scale=8.0, growth_interval=3, max_scale=32.0)
+    for overflow, expected in [(False, 8), (False, 8), (False, 16), (True, 8), (False, 8), (False, 8),
+                               (False, 16), (False, 16), (False, 16), (False, 32), (False, 32), (False, 32),
+                               (False, 32)]:
+        scaler.update(overflow)
+        assert scaler.scale == expected
+    scaler = DynamicLossScaler(init_scale=2.0, min_scale=1.0)
+    for _ in range(3):
+        scaler.update(True)
+    assert scaler.scale == 1.0 and scaler.skipped == 3
+    assert make_loss_scaler("float16").scale == 2.0 ** 16
+    assert make_loss_scaler("bfloat16") is None and make_loss_scaler("float32") is None
+    assert math.log2(DynamicLossScaler().max_scale) == 24
+
+
+# ------------------------------------------------------------------------------------------- benchmark arithmetic
+def test_precision_benchmark_ratios():
+    """bench/precision.py: each low-precision engine against ours fp32 and the peers, as medians of per-round
+    ratios (round 2 disturbed); torch's low precision only against torch fp32."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "precision.py"
+    spec = importlib.util.spec_from_file_location("bench_precision", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    times = {"ours/fp32": [1.0, 5.0, 1.0], "ours/int8": [0.4, 4.0, 0.5], "gluoncv/fp32": [1.2, 6.0, 1.2],
+             "torch/fp32": [2.0, 2.0, 2.0], "torch/int8": [1.0, 1.0, 1.0]}
+    r = bench.ratios(times, "infer")
+    assert r["ours/int8|ours/fp32"] == 2.0
+    assert r["ours/int8|gluoncv/fp32"] == 2.4
+    assert r["ours/int8|torch/fp32"] == 4.0 and r["ours/int8|torch/int8"] == 2.0
+    assert r["torch/int8|torch/fp32"] == 2.0 and "torch/int8|ours/fp32" not in r
+    assert bench.mx_keys("train", ["ours"]) == ["ours/fp32", "ours/bf16", "ours/bf16-mxbn"]
+    assert bench.torch_keys("infer") == ["torch/fp32", "torch/int8"]
+
+
+def test_kernel_tally_reads_onednn_verbose_lines():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "precision.py"
+    spec = importlib.util.spec_from_file_location("bench_precision", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    lines = [  # as oneDNN 2.4 prints them (MXNet 1.9.1, DNNL_VERBOSE=1)
+        "dnnl_verbose,info,cpu,isa:Intel AVX-512 with Intel DL Boost",
+        "dnnl_verbose,exec,cpu,convolution,jit_bf16:avx512_core,forward_training,src_bf16::blocked:aBcd16b:f0 "
+        "wei_bf16::blocked:ABcd16b16a:f0 dst_bf16::blocked:aBcd16b:f0,,alg:convolution_direct,mb16_ic16oc16,1.5",
+        "dnnl_verbose,exec,cpu,convolution,jit_bf16:avx512_core,forward_training,src_bf16::blocked:aBcd16b:f0 "
+        "wei_bf16::blocked:ABcd16b16a:f0 dst_bf16::blocked:aBcd16b:f0,,alg:convolution_direct,mb16_ic16oc16,0.5",
+        "dnnl_verbose,exec,cpu,convolution,brgconv:avx512_core_vnni,forward_inference,src_u8::blocked:acdb:f0 "
+        "wei_s8:p:blocked:AcdB16b64a4b:f0 dst_s8::blocked:acdb:f0,,,mb1_ic16oc16,0.25",
+    ]
+    tally = bench.kernel_tally(lines)
+    assert tally == {("convolution", "jit_bf16:avx512_core", "forward_training", "bf16"): [2, 2.0],
+                     ("convolution", "brgconv:avx512_core_vnni", "forward_inference", "u8"): [1, 0.25]}
+
+
+def test_adjacent_low_precision_ops_share_one_cast():
+    """conv -> conv (and conv -> FC) with nothing between: the second reads the first's bfloat16 output directly,
+    no float32 round trip; only the final output is cast back."""
+    import mxnet as mx
+
+    from resnetv2.precision import mixed_precision_symbol, node_dtypes
+
+    data = mx.sym.var("data")
+    c1 = mx.sym.Convolution(data, num_filter=4, kernel=(3, 3), pad=(1, 1), name="c1")
+    c2 = mx.sym.Convolution(c1, num_filter=4, kernel=(3, 3), pad=(1, 1), name="c2")
+    both = mx.sym.Group([mx.sym.FullyConnected(c2, num_hidden=3, name="fc"), mx.sym.relu(c1, name="r")])
+    mixed = mixed_precision_symbol(both, "bfloat16", data_names=("data",))
+    casts = [n for n in mixed.get_internals().list_outputs() if "amp_cast" in n]
+    assert sorted(casts) == sorted([
+        "data_amp_cast_bfloat16_output", "c1_weight_amp_cast_bfloat16_output", "c1_bias_amp_cast_bfloat16_output",
+        "c2_weight_amp_cast_bfloat16_output", "c2_bias_amp_cast_bfloat16_output", "fc_weight_amp_cast_bfloat16_output",
+        "fc_bias_amp_cast_bfloat16_output", "c1_output_amp_cast_float32_output", "fc_output_amp_cast_float32_output"])
+    dtypes = node_dtypes(mixed, data="float32")
+    assert dtypes["r_output"] == "float32" and dtypes["c2_output"] == "bfloat16"
+    out = mixed.bind(mx.cpu(), {n: mx.nd.ones(s) for n, s in zip(mixed.list_arguments(), mixed.infer_shape(
+        data=(1, 2, 5, 5))[0])}).forward()
+    assert [o.dtype for o in out] == [np.float32, np.float32]
