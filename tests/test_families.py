@@ -515,3 +515,29 @@ def test_gluon_training_block_with_grouped_convs_same_step():
     assert close(loss1, loss0)
     for name in params0:
         assert close(params1[name], params0[name]), name
+
+
+def test_benchmark_peers_are_the_same_networks():
+    """bench/throughput.py's GluonCV peer for each baseline cell has our parameter count (the name mapping picks
+    v1b/v1d, not GluonCV's stride-on-the-1x1 v1), and its PyTorch peer is defined for those cells."""
+    import importlib.util
+    from pathlib import Path
+
+    pytest.importorskip("gluoncv")
+    path = Path(__file__).resolve().parents[1] / "bench" / "throughput.py"
+    spec = importlib.util.spec_from_file_location("bench_throughput_families", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.gluoncv_name("resnet50_v1") == "resnet50_v1b" and bench.gluoncv_name("resnet50_vd") == "resnet50_v1d"
+    for model in bench.FAMILY_MODELS:
+        shape = input_shape(model)
+        theirs = bench._gluoncv_net(model, 1000)
+        theirs.initialize()
+        traced = theirs(mx.sym.var("data"))
+        arg_shapes = dict(zip(traced.list_arguments(), traced.infer_shape(data=shape)[0]))
+        params = theirs.collect_params()
+        learnable = sum(int(np.prod(s)) for n, s in arg_shapes.items() if n != "data" and params[n].grad_req != "null")
+        assert learnable == PUBLISHED_PARAMS[model]
+        units, groups, width = bench.TORCH_V1_ARCH[model]
+        assert (units, groups, width) == (model_spec(model).units, model_spec(model).cardinality,
+                                          model_spec(model).bottleneck_width)
