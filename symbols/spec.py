@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from dataclasses import dataclass, field
 
 from resnetv2.errors import UserError
@@ -270,3 +271,21 @@ def add_network_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup
     group.add_argument("--bottleneck-width", type=int, default=None,
                        help="resnext: channels per group for each 64 of a stage's plain width (default 4)")
     return group
+
+
+def last_layer_names(network: str, names) -> list[str]:
+    """The parameters ``--last-gamma`` zeroes so that every residual unit starts as the identity, from a
+    network's parameter ``names``: for ``resnet_v2`` each unit's last convolution weight
+    (:func:`resnetv2.recipe.last_layer_names`, the pre-activation unit ends in a convolution); for the
+    post-activation families each unit's last BN gamma (``bn2`` basic, ``bn3`` bottleneck: Goyal et al. 2017,
+    GluonCV's ``last_gamma``). Zeroing the convolution there instead would leave that BN normalising a constant."""
+    if network == "resnet_v2":
+        from resnetv2.recipe import last_layer_names as pre_activation
+        return pre_activation(names)
+    last: dict[str, tuple[int, str]] = {}  # unit -> (index of its last BN, that BN's gamma)
+    for name in names:
+        match = re.match(r"^(stage\d+_unit\d+)_bn(\d)_gamma$", name)
+        if match:
+            unit, index = match.group(1), int(match.group(2))
+            last[unit] = max(last.get(unit, (0, "")), (index, name))
+    return sorted(name for _, name in last.values())

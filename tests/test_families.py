@@ -22,7 +22,7 @@ from resnetv2.errors import UserError
 from symbols import get_model, get_net, get_spec, get_symbol, memonger, model_names, model_spec
 from symbols.complexity import model_complexity
 from symbols.gluon_resnet_v2 import load_symbol_params
-from symbols.spec import ResNetSpec
+from symbols.spec import ResNetSpec, last_layer_names
 
 # torchvision's meta["num_params"] for resnet18...152 (v1.5 = v1b), resnext50_32x4d, resnext101_32x8d and
 # resnext101_64x4d; equal to GluonCV's, timm's and MegEngine's for the same networks.
@@ -541,3 +541,43 @@ def test_benchmark_peers_are_the_same_networks():
         units, groups, width = bench.TORCH_V1_ARCH[model]
         assert (units, groups, width) == (model_spec(model).units, model_spec(model).cardinality,
                                           model_spec(model).bottleneck_width)
+
+
+def test_last_layer_names_per_family():
+    v1 = get_model("resnet50_v1", api="symbol").list_arguments()
+    assert last_layer_names("resnext", v1) == sorted(f"stage{s}_unit{u}_bn3_gamma"
+                                                     for s, n in enumerate((3, 4, 6, 3), 1) for u in range(1, n + 1))
+    basic = last_layer_names("resnet_v1", get_model("resnet18_v1", api="symbol").list_arguments())
+    assert len(basic) == 8 and all(n.endswith("_bn2_gamma") for n in basic)
+    v2 = get_model("resnet50_v2", api="symbol").list_arguments()
+    assert all(n.endswith("_conv3_weight") for n in last_layer_names("resnet_v2", v2))
+    # zeroed, a v1 unit with an identity shortcut passes its (non-negative) input through unchanged
+    net = get_model("resnet18_v1", 10)
+    net.initialize(mx.init.Xavier())
+    x = mx.nd.array(np.random.RandomState(3).uniform(0, 255, (1, 3, 64, 64)))
+    net(x)
+    for name in last_layer_names("resnet_v1", net.collect_params()):
+        net.collect_params()[name].set_data(mx.nd.zeros(net.collect_params()[name].shape))
+    unit = next(b for b in net.features if b.name == "stage1_unit2")
+    y = mx.nd.relu(mx.nd.random.normal(shape=(1, 64, 16, 16)))
+    assert np.array_equal(unit(y).asnumpy(), y.asnumpy())
+
+
+@pytest.mark.data
+def test_predict_takes_a_resnext_checkpoint(tmp_path, photos_dir, capsys):
+    """predict/predict.py reads any family's checkpoint (the graph comes from -symbol.json): its top-5 equals the
+    plain saved graph's."""
+    from test_onnx import load_tool, random_checkpoint
+
+    from resnetv2.predictor import load_image, load_model
+
+    prefix = random_checkpoint(tmp_path / "model" / "resnext-imagenet-50-0", 50, "imagenet", 1000,
+                               network="resnext")
+    predict = load_tool("predict/predict.py")
+    assert predict.main(["--img", str(photos_dir), "--prefix", prefix, "--epoch", "1", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    plain = load_model(prefix, 1, batch_size=3, fast=False)
+    want = plain.predict(np.stack([load_image(r["image"], (3, 224, 224)) for r in results]))
+    for r, p in zip(results, want):
+        assert [t["class"] for t in r["top_k"]] == list(np.argsort(-p, kind="stable")[:5])
+        np.testing.assert_allclose([t["probability"] for t in r["top_k"]], np.sort(p)[::-1][:5], rtol=1e-3)
