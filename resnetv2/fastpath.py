@@ -4,7 +4,8 @@
   nothing else into that convolution (weights scaled per output channel, a bias added). In the pre-activation
   unit this is ``bn2``/``bn3`` after ``conv1``/``conv2`` (``bn2`` after ``conv1`` in basic units) and ``bn0``
   after the ImageNet ``conv0``; ``bn1`` of a unit follows a sum and ``bn_data`` precedes a padded convolution, so
-  neither folds exactly. Inference only: training normalises with batch statistics.
+  neither folds exactly. In the post-activation families (v1b, ResNeXt, vd) every BN but ``bn_data`` follows a
+  convolution and folds. Inference only: training normalises with batch statistics.
 - :func:`fuse_mkldnn`: MXNet's MKLDNN subgraph pass (conv + BN + ReLU + sum fusion), ``optimize_for('MKLDNN')``.
 - :class:`InferenceModel`: both, bound once for a fixed input shape with inference-only (grad_req 'null') arrays.
 - :func:`gluon_inference_block`: a Gluon net exported, folded, fused and re-wrapped as a static SymbolBlock.
