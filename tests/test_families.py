@@ -581,3 +581,28 @@ def test_predict_takes_a_resnext_checkpoint(tmp_path, photos_dir, capsys):
     for r, p in zip(results, want):
         assert [t["class"] for t in r["top_k"]] == list(np.argsort(-p, kind="stable")[:5])
         np.testing.assert_allclose([t["probability"] for t in r["top_k"]], np.sort(p)[::-1][:5], rtol=1e-3)
+
+
+def test_the_table_needs_no_mxnet():
+    import subprocess
+    import sys
+
+    code = ("import sys, symbols.spec, symbols.registry as r; s = r.model_spec('resnext101_64x4d'); "
+            "print(s.mid_widths[0], r.model_spec('resnet50_vd').stem, 'mxnet' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["256", "deep", "False"], out.stderr[-500:]
+
+
+def test_network_flags():
+    import argparse
+
+    from symbols.spec import add_network_args
+
+    parser = argparse.ArgumentParser()
+    add_network_args(parser)
+    args = parser.parse_args(["--network", "resnext", "--cardinality", "64"])
+    spec = get_spec("imagenet", 101, args.network, args.cardinality, args.bottleneck_width)
+    assert spec.name == "resnext101_64x4d"
+    assert parser.parse_args([]).network == "resnet_v2"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--network", "vgg"])
