@@ -1,13 +1,17 @@
-"""Side-by-side throughput: this project's ResNet-v2 against GluonCV's ``*_v2`` and plain PyTorch, same run.
+"""Side-by-side throughput: this project's networks against GluonCV's same networks and plain PyTorch, same run.
 
 Engines, each a training step (forward, backward, update) or an inference forward on a fixed random batch:
 
 - ``module``  : this project's Symbol through ``mx.mod.Module`` (train: ``forward_backward`` + ``update`` with NAG
   momentum 0.9, wd 1e-4, as ``train_resnet.py``; infer: an inference-bound module);
 - ``gluon``   : this project's Gluon net, hybridized, ``gluon.Trainer`` with the same NAG settings;
-- ``gluoncv`` : GluonCV's ``*_v2`` model, set up as ``../shared/peers/peer_mxnet_gluoncv.py`` does (SGD momentum);
-- ``torch``   : the same networks in plain PyTorch (channels_last) from ``../shared/peers/peer_torch.py``'s
-  classes, run under ``--torch-python`` (a separate venv).
+- ``gluoncv`` : GluonCV's same model (``*_v2``; ``resnet*_v1b`` for ``resnet*_v1``, ``resnet*_v1d`` for
+  ``resnet*_vd``, ``resnext*`` and ``cifar_resnext29_*`` under their names), set up as
+  ``../shared/peers/peer_mxnet_gluoncv.py`` does (SGD momentum);
+- ``torch``   : the same networks in plain PyTorch (channels_last), run under ``--torch-python`` (a separate venv):
+  the pre-activation ones from ``../shared/peers/peer_torch.py``'s classes, the v1b / ResNeXt bottleneck ones
+  (``resnet50_v1``, ``resnext50_32x4d``, ...) from :data:`TORCH_V1`, torchvision's ``Bottleneck``/``ResNet`` in
+  a few lines (same layers, same parameter count). Models with neither are timed without a PyTorch column.
 
 Ours run in two variants: ``base`` (the code before any speed work: plain graph, ``hybridize()``) and ``fast``
 (:mod:`resnetv2.fastpath`: training-graph rewrites, folded/fused inference graph, static memory).
@@ -21,6 +25,7 @@ PyTorch's own default. Output: a Markdown table (img/s, ratios, p50/p90 step lat
 
     .venv/bin/python bench/throughput.py --models cifar_resnet20_v2 --torch-python /tmp/ptv/bin/python
     .venv/bin/python bench/throughput.py --models resnet50_v2 --batches 1 8 --what infer --threads 1
+    .venv/bin/python bench/throughput.py --models resnet50_v1 resnext50_32x4d --torch-python /tmp/ptv/bin/python
 """
 from __future__ import annotations
 
@@ -38,6 +43,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PEERS = REPO.parent / "shared" / "peers"
 MODELS = ("cifar_resnet20_v2", "cifar_resnet56_v2", "cifar_resnet164_v2", "resnet50_v2", "resnet101_v2")
+FAMILY_MODELS = ("resnet50_v1", "resnext50_32x4d")  # the baselines' cells (not in the default run)
+TORCH_V2 = ("resnet50_v2", "resnet101_v2", "cifar_resnet20_v2", "cifar_resnet56_v2", "cifar_resnet164_v2")
 DEFAULT_BATCHES = {"cifar": (128,), "imagenet": (1, 8, 32)}
 ENGINES = ("module", "gluon", "gluoncv", "torch")
 OURS = ("module", "gluon")
@@ -166,13 +173,23 @@ def _build_gluon(model: str, batch: int, variant: str, what: str):
     return step
 
 
+def gluoncv_name(model: str) -> str:
+    """GluonCV's name for the same network: ``resnet50_v1`` -> ``resnet50_v1b`` (stride on the 3x3, as ours),
+    ``resnet50_vd`` -> ``resnet50_v1d``; ``*_v2`` and ResNeXt names are GluonCV's own."""
+    if model.endswith("_v1") and not model.startswith("cifar_"):
+        return model + "b"
+    if model.endswith("_vd"):
+        return model[:-1] + "1d"
+    return model
+
+
 def _gluoncv_net(model: str, classes: int):
     from gluoncv.model_zoo import get_model
     if model == "cifar_resnet164_v2":  # GluonCV has no 164; its own classes with the paper's bottleneck layout
         from gluoncv.model_zoo.cifarresnet import CIFARResNetV2
         from gluoncv.model_zoo.resnet import BottleneckV2
         return CIFARResNetV2(BottleneckV2, [18, 18, 18], [16, 64, 128, 256], classes=classes)
-    return get_model(model, classes=classes)
+    return get_model(gluoncv_name(model), classes=classes)
 
 
 def _build_gluoncv(model: str, batch: int, variant: str, what: str):
@@ -194,22 +211,61 @@ def _build_gluoncv(model: str, batch: int, variant: str, what: str):
     return step
 
 
+# torchvision's ResNet with Bottleneck units (models/resnet.py: stride and groups on the 3x3, width
+# int(planes * width_per_group / 64) * groups, downsample = 1x1 conv + BN where the shape changes), in a few lines.
+TORCH_V1 = r"""
+import torch, torch.nn as nn, torch.nn.functional as F
+class V1Bottleneck(nn.Module):
+    def __init__(s, cin, planes, stride, groups, width_per_group):
+        super().__init__(); w = int(planes * width_per_group / 64) * groups; out = planes * 4
+        s.c1 = nn.Conv2d(cin, w, 1, bias=False); s.b1 = nn.BatchNorm2d(w)
+        s.c2 = nn.Conv2d(w, w, 3, stride, 1, groups=groups, bias=False); s.b2 = nn.BatchNorm2d(w)
+        s.c3 = nn.Conv2d(w, out, 1, bias=False); s.b3 = nn.BatchNorm2d(out)
+        s.sc = (nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+                if stride != 1 or cin != out else None)
+    def forward(s, x):
+        y = F.relu(s.b1(s.c1(x))); y = F.relu(s.b2(s.c2(y))); y = s.b3(s.c3(y))
+        return F.relu(y + (x if s.sc is None else s.sc(x)))
+class V1ResNet(nn.Module):
+    def __init__(s, units, groups, width_per_group, classes):
+        super().__init__()
+        s.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+                               nn.MaxPool2d(3, 2, 1))
+        layers, cin = [], 64
+        for i, (n, planes) in enumerate(zip(units, (64, 128, 256, 512))):
+            for j in range(n):
+                layers.append(V1Bottleneck(cin, planes, 2 if (i > 0 and j == 0) else 1, groups, width_per_group))
+                cin = planes * 4
+        s.body = nn.Sequential(*layers); s.fc = nn.Linear(cin, classes)
+    def forward(s, x):
+        return s.fc(torch.flatten(F.adaptive_avg_pool2d(s.body(s.stem(x)), 1), 1))
+"""
+# model -> (units, groups, width per group) of TORCH_V1's network
+TORCH_V1_ARCH = {"resnet50_v1": ((3, 4, 6, 3), 1, 64), "resnet101_v1": ((3, 4, 23, 3), 1, 64),
+                 "resnet152_v1": ((3, 8, 36, 3), 1, 64), "resnext50_32x4d": ((3, 4, 6, 3), 32, 4),
+                 "resnext101_32x4d": ((3, 4, 23, 3), 32, 4), "resnext101_32x8d": ((3, 4, 23, 3), 32, 8),
+                 "resnext101_64x4d": ((3, 4, 23, 3), 64, 4)}
+
 TORCH_BUILDER = r"""
 import importlib.util, json, os, sys, time
 import torch, torch.nn.functional as F
 spec = json.loads(sys.argv[1])
 if os.environ.get("OMP_NUM_THREADS"):
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-loader = importlib.util.spec_from_file_location("peer_torch", spec["peer"])
-peer = importlib.util.module_from_spec(loader); loader.loader.exec_module(peer)
-arch = {"resnet50_v2": (peer.Bottleneck, [3, 4, 6, 3], [64, 256, 512, 1024, 2048], True),
-        "resnet101_v2": (peer.Bottleneck, [3, 4, 23, 3], [64, 256, 512, 1024, 2048], True),
-        "cifar_resnet20_v2": (peer.Basic, [3, 3, 3], [16, 16, 32, 64], False),
-        "cifar_resnet56_v2": (peer.Basic, [9, 9, 9], [16, 16, 32, 64], False),
-        "cifar_resnet164_v2": (peer.Bottleneck, [18, 18, 18], [16, 64, 128, 256], False)}[spec["model"]]
-block, units, filters, imagenet = arch
 classes, batch = spec["classes"], spec["batch"]
-net = peer.PreActResNet(block, units, filters, classes, imagenet)
+if spec["v1"]:
+    units, groups, width = spec["v1"]
+    net = V1ResNet(units, groups, width, classes)
+else:
+    loader = importlib.util.spec_from_file_location("peer_torch", spec["peer"])
+    peer = importlib.util.module_from_spec(loader); loader.loader.exec_module(peer)
+    arch = {"resnet50_v2": (peer.Bottleneck, [3, 4, 6, 3], [64, 256, 512, 1024, 2048], True),
+            "resnet101_v2": (peer.Bottleneck, [3, 4, 23, 3], [64, 256, 512, 1024, 2048], True),
+            "cifar_resnet20_v2": (peer.Basic, [3, 3, 3], [16, 16, 32, 64], False),
+            "cifar_resnet56_v2": (peer.Basic, [9, 9, 9], [16, 16, 32, 64], False),
+            "cifar_resnet164_v2": (peer.Bottleneck, [18, 18, 18], [16, 64, 128, 256], False)}[spec["model"]]
+    block, units, filters, imagenet = arch
+    net = peer.PreActResNet(block, units, filters, classes, imagenet)
 mf = torch.channels_last if spec["channels_last"] else torch.contiguous_format
 net = net.to(memory_format=mf)
 x = torch.rand([batch] + spec["shape"]).to(memory_format=mf) * 255
@@ -325,11 +381,20 @@ def start_servers(model: str, batch: int, what: str, args: argparse.Namespace, e
         cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", json.dumps(spec)]
         servers.append(Server(cmd, keys, env))
     if "torch" in args.engines and args.torch_python:
+        if model not in TORCH_V2 and model not in TORCH_V1_ARCH:
+            print(f"{model}: no PyTorch definition here; timed without the torch column", file=sys.stderr)
+            return servers
         shape, classes = model_shape(model)
         spec = {"peer": str(PEERS / "peer_torch.py"), "model": model, "batch": batch, "what": what,
-                "shape": list(shape), "classes": classes, "channels_last": not args.torch_nchw}
-        code = inspect.getsource(serve) + TORCH_BUILDER
-        servers.append(Server([args.torch_python, "-c", code, json.dumps(spec)], ["torch/-"], env))
+                "shape": list(shape), "classes": classes, "channels_last": not args.torch_nchw,
+                "v1": TORCH_V1_ARCH.get(model)}
+        code = inspect.getsource(serve) + TORCH_V1 + TORCH_BUILDER
+        try:
+            servers.append(Server([args.torch_python, "-c", code, json.dumps(spec)], ["torch/-"], env))
+        except RuntimeError:
+            for srv in servers:  # the MXNet worker already started
+                srv.close()
+            raise
     return servers
 
 
@@ -395,7 +460,9 @@ def format_table(rows: dict, ratio: dict) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="throughput.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", nargs="+", default=list(MODELS), help="model names (default: all five)")
+    p.add_argument("--models", nargs="+", default=list(MODELS),
+                   help=f"model names (symbols.model_names(); default: the five v2 ones; the baselines' cells: "
+                        f"{' '.join(FAMILY_MODELS)})")
     p.add_argument("--batches", nargs="+", type=int, default=None,
                    help="batch sizes (default: 128 for cifar, 1 8 32 for imagenet)")
     p.add_argument("--what", nargs="+", choices=("train", "infer"), default=["train", "infer"])

@@ -4,7 +4,8 @@
   nothing else into that convolution (weights scaled per output channel, a bias added). In the pre-activation
   unit this is ``bn2``/``bn3`` after ``conv1``/``conv2`` (``bn2`` after ``conv1`` in basic units) and ``bn0``
   after the ImageNet ``conv0``; ``bn1`` of a unit follows a sum and ``bn_data`` precedes a padded convolution, so
-  neither folds exactly. Inference only: training normalises with batch statistics.
+  neither folds exactly. In the post-activation families (v1b, ResNeXt, vd) every BN but ``bn_data`` follows a
+  convolution and folds. Inference only: training normalises with batch statistics.
 - :func:`fuse_mkldnn`: MXNet's MKLDNN subgraph pass (conv + BN + ReLU + sum fusion), ``optimize_for('MKLDNN')``.
 - :class:`InferenceModel`: both, bound once for a fixed input shape with inference-only (grad_req 'null') arrays.
 - :func:`gluon_inference_block`: a Gluon net exported, folded, fused and re-wrapped as a static SymbolBlock.
@@ -129,10 +130,12 @@ def training_graph(sym: mx.sym.Symbol, bn_relu: bool = True, mean_pool: bool = T
     - global average ``Pooling`` -> ``mean`` over (H, W) with keepdims: MXNet 1.9's pooling backward in a
       bound graph costs ~10% of a CIFAR ResNet-20 step (and slows the BN backward after it); ``mean`` is cheap;
     - ``BatchNorm`` -> ``Activation(relu)`` (the BN read by that ReLU only) -> ``_contrib_BatchNormWithReLU``,
-      one MKLDNN primitive forward and backward, bit-identical to the pair (tested).
+      one MKLDNN primitive forward and backward, bit-identical to the pair (tested). Pairs that feed a
+      non-global Pooling or sit beside a grouped convolution stay unfused (MXNet 1.9.1 fails in their backward).
 
-    Returns ``(symbol, counts)`` with how many of each rewrite were made. Parameter and auxiliary-state names are
-    unchanged, so checkpoints load into either graph.
+    Returns ``(symbol, counts)`` with how many of each rewrite were made (``bn_relu``, ``mean_pool``; and
+    ``bn_relu_beside_grouped_conv``, the pairs left unfused next to grouped convolutions, when there are any).
+    Parameter and auxiliary-state names are unchanged, so checkpoints load into either graph.
     """
     graph = json.loads(sym.tojson())
     nodes, uses = graph["nodes"], _consumers(graph)
@@ -143,16 +146,27 @@ def training_graph(sym: mx.sym.Symbol, bn_relu: bool = True, mean_pool: bool = T
     # reads a fused BN+ReLU: leave the pairs that feed a remaining Pooling (ImageNet's pool0) unfused.
     feeds_pooling = {src for nid, node in enumerate(nodes) if node["op"] == "Pooling" and nid not in means
                      for src, *_ in node["inputs"]}
+    # Nor can it build the backward of a fused BN+ReLU that reads or feeds a grouped convolution with few channels
+    # per group (ResNeXt 32x4d's 4 and 8; the same error): leave the pairs beside grouped convolutions unfused.
+    grouped = {nid for nid, node in enumerate(nodes)
+               if node["op"] == "Convolution" and int(node.get("attrs", {}).get("num_group", "1")) > 1}
+    feeds_grouped = {src for nid in grouped for src, *_ in nodes[nid]["inputs"]}
     relus = {}  # relu node id -> bn node id
+    beside_grouped = 0
     for nid, node in enumerate(nodes):
         if nid in feeds_pooling:
             continue
         if node["op"] == "Activation" and node.get("attrs", {}).get("act_type") == "relu":
             src, out = node["inputs"][0][:2]
             if bn_relu and _single_output_bn(nodes[src]) and out == 0 and uses[src] == 1:
+                if nid in feeds_grouped or nodes[src]["inputs"][0][0] in grouped:
+                    beside_grouped += 1
+                    continue
                 relus[nid] = src
     fused_bns = set(relus.values())
     counts = {"bn_relu": len(relus), "mean_pool": len(means)}
+    if beside_grouped:
+        counts["bn_relu_beside_grouped_conv"] = beside_grouped  # left unfused
 
     def edit(nid: int, node: dict, new_nodes: list) -> None:
         if nid in fused_bns:

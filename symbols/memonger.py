@@ -14,7 +14,8 @@ unset, it overrides the plan and makes it worse (``../shared/notes/memonger-prob
 Candidate split points are the graph's cut points (an operator output that every path from the input to the loss
 passes through: in a ResNet, each unit's sum). When the Symbol carries ``mirror_stage='True'`` hints (as
 :func:`symbols.resnet_v2.get_symbol` does with ``memonger=True``), only hinted cut points are candidates; a hint on
-a node that is not a cut point (a projection shortcut) is ignored, since keeping it bounds no recomputation.
+a node that is not a cut point (a projection shortcut) is ignored, since keeping it bounds no recomputation. The
+post-activation families (:mod:`symbols.resnet_v1`) hint each unit's output, the ReLU after its sum.
 
 Planned memory is the executor's own figure: ``debug_str()``'s ``Total N MB allocated``, the memory pool MXNet
 allocates at bind for every activation and every intermediate gradient (after its in-place and sharing plan). It

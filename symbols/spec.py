@@ -1,12 +1,31 @@
-"""The one table of pre-activation ResNet architectures, as the original reproduction defined them.
+"""The one table of ResNet architectures: the original reproduction's pre-activation networks and the baselines
+users compare them with, all read by the Symbol and the Gluon builders. No MXNet here.
 
-ImageNet depths come from He et al. 2016 (Table 1 of "Deep Residual Learning", with the v2 unit of "Identity
-Mappings"); 200 and 269 are the original project's deeper variants. CIFAR depths follow the paper's rule:
-basic units when (depth - 2) % 6 == 0 below 164, bottleneck units when (depth - 2) % 9 == 0 from 164 on.
+Families (``network``):
+
+- ``resnet_v2``: pre-activation units (He et al. 2016, "Identity Mappings in Deep Residual Networks"), as the
+  original reproduction built them (a projection shortcut on the first unit of every stage);
+- ``resnet_v1``: post-activation units (He et al. 2015) in the v1b / torchvision "v1.5" form: the stride of a
+  bottleneck is on its 3x3 convolution, projection shortcuts (1x1 conv + BN) only where the shape changes;
+- ``resnext``: ``resnet_v1`` bottlenecks whose 3x3 convolution has ``cardinality`` groups of
+  ``bottleneck_width`` channels per 64 of the unit's plain width (Xie et al. 2017, "Aggregated Residual
+  Transformations"; torchvision's and GluonCV's ``resnext*``);
+- ``resnet_vd``: ``resnet_v1`` with a deep stem (three 3x3 convolutions, 32, 32, 64 channels) and, on strided
+  projection shortcuts, a 2x2 average pool before a stride-1 1x1 convolution (He et al. 2019, "Bag of Tricks",
+  ResNet-D; PaddleClas's ``ResNet*_vd``, GluonCV's ``resnet*_v1d``).
+
+Every family reads raw RGB 0..255 and normalises it with ``bn_data`` (a BatchNorm with gamma fixed at 1), as the
+original did. ImageNet depths come from He et al. 2015 (Table 1); 200 and 269 are the original project's deeper
+variants. CIFAR depths follow the papers' rule: basic units when (depth - 2) % 6 == 0 below 164, bottleneck units
+when (depth - 2) % 9 == 0 from 164 on; ResNeXt on CIFAR is the paper's ResNeXt-29 layout, bottleneck units at any
+(depth - 2) % 9 == 0 with stage widths 256, 512, 1024 after a 64-channel 3x3 stem.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+import math
+import re
+from dataclasses import dataclass, field
 
 from resnetv2.errors import UserError
 
@@ -24,20 +43,78 @@ IMAGENET_UNITS: dict[int, tuple[tuple[int, ...], bool]] = {
 }
 IMAGENET_FILTERS = {False: (64, 64, 128, 256, 512), True: (64, 256, 512, 1024, 2048)}
 CIFAR_FILTERS = {False: (16, 16, 32, 64), True: (16, 64, 128, 256)}
+CIFAR_RESNEXT_FILTERS = (64, 256, 512, 1024)  # ResNeXt-29's stem and stage widths (Xie et al. 2017, Table 7)
 CIFAR_BOTTLENECK_FROM = 164
 # The CIFAR depths named by the papers; any depth that fits the rule is accepted.
 CIFAR_NAMED_DEPTHS = (20, 32, 44, 56, 110, 164, 1001)
+CIFAR_RESNEXT_NAMED_DEPTHS = (29,)
+
+# Stems. 'cifar': one 3x3 conv, stride 1. 'imagenet': a 7x7 conv, stride 2, and a 3x3 max pool, stride 2.
+# 'deep': three 3x3 convs (the first stride 2) of filters[0]/2, filters[0]/2 and filters[0] channels, then the
+# same max pool.
+STEMS = ("cifar", "imagenet", "deep")
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a ``network`` name means: unit order, stem, shortcut and grouping, and where it comes from."""
+
+    network: str
+    title: str
+    pre_activation: bool      # BN -> ReLU -> conv units (v2) instead of conv -> BN -> ReLU (v1)
+    imagenet_stem: str        # 'imagenet' (7x7) or 'deep' (three 3x3)
+    avg_down: bool            # strided projection shortcut = 2x2 avg pool + stride-1 1x1 conv
+    cardinality: int          # default groups of the bottleneck's 3x3 conv
+    bottleneck_width: int     # default channels per group for each 64 of the unit's plain width
+    data_types: tuple[str, ...]
+    bottleneck_only: bool
+    source: str
+
+
+FAMILIES: dict[str, Family] = {f.network: f for f in (
+    Family("resnet_v2", "ResNet-v2", True, "imagenet", False, 1, 64, DATA_TYPES, False,
+           "He et al. 2016 (pre-activation), as tornadomeet/ResNet built it"),
+    Family("resnet_v1", "ResNet-v1b", False, "imagenet", False, 1, 64, DATA_TYPES, False,
+           "He et al. 2015, stride on the 3x3 (torchvision resnet*, GluonCV resnet*_v1b)"),
+    Family("resnext", "ResNeXt", False, "imagenet", False, 32, 4, DATA_TYPES, True,
+           "Xie et al. 2017 (torchvision resnext*, GluonCV resnext*, cifar_resnext29_*)"),
+    Family("resnet_vd", "ResNet-vd", False, "deep", True, 1, 64, ("imagenet",), False,
+           "He et al. 2019 ResNet-D (PaddleClas ResNet*_vd, GluonCV resnet*_v1d)"),
+)}
+NETWORKS = tuple(FAMILIES)
 
 
 @dataclass(frozen=True)
 class ResNetSpec:
-    """One architecture: ``filters[0]`` is the stem's width, ``filters[i + 1]`` the output width of stage i."""
+    """One architecture: ``filters[0]`` is the stem's width, ``filters[i + 1]`` the output width of stage i.
+
+    ``stem`` defaults to the data type's ('cifar' or 'imagenet'); ``cardinality`` and ``bottleneck_width`` shape
+    the bottleneck's 3x3 convolution (1 and 64: a plain ResNet's).
+    """
 
     data_type: str
     depth: int
     units: tuple[int, ...]
     filters: tuple[int, ...]
     bottleneck: bool
+    network: str = "resnet_v2"
+    cardinality: int = 1
+    bottleneck_width: int = 64
+    stem: str = field(default="")
+
+    def __post_init__(self):
+        if not self.stem:
+            object.__setattr__(self, "stem", "cifar" if self.data_type == "cifar10" else "imagenet")
+        if self.stem not in STEMS:
+            raise UserError(f"unknown stem {self.stem!r}; valid: {', '.join(STEMS)}")
+        if self.network not in FAMILIES:
+            raise UserError(f"unknown network {self.network!r}; valid: {', '.join(NETWORKS)}")
+        if self.bottleneck:
+            _check_groups(self)
+
+    @property
+    def family(self) -> Family:
+        return FAMILIES[self.network]
 
     @property
     def num_stages(self) -> int:
@@ -48,9 +125,74 @@ class ResNetSpec:
         """(channels, height, width) of the network's input in the original's training set-up."""
         return (3, 32, 32) if self.data_type == "cifar10" else (3, 224, 224)
 
+    @property
+    def pre_activation(self) -> bool:
+        return self.family.pre_activation
 
-def _cifar_units(depth: int) -> tuple[int, bool] | None:
+    @property
+    def avg_down(self) -> bool:
+        """Whether a strided projection shortcut average-pools (2x2) before its stride-1 1x1 convolution."""
+        return self.family.avg_down
+
+    @property
+    def stem_widths(self) -> tuple[int, ...]:
+        """Output channels of the stem's convolutions, in order."""
+        width = self.filters[0]
+        return (width // 2, width // 2, width) if self.stem == "deep" else (width,)
+
+    @property
+    def mid_widths(self) -> tuple[int, ...]:
+        """Per stage, the channels of a unit's inner convolutions: the 3x3 (and the 1x1 before it) of a
+        bottleneck, ``planes * bottleneck_width / 64 * cardinality`` with ``planes = filters[i + 1] / 4`` (as
+        torchvision and GluonCV); the width of both 3x3 convolutions of a basic unit."""
+        if not self.bottleneck:
+            return tuple(self.filters[1:])
+        return tuple(f // 4 * self.bottleneck_width // 64 * self.cardinality for f in self.filters[1:])
+
+    def stride(self, stage: int, unit: int) -> int:
+        """Stride of unit ``unit`` (0-based) of stage ``stage`` (0-based): 2 on the first unit of stages 2 on."""
+        return 2 if (stage > 0 and unit == 0) else 1
+
+    def has_projection(self, stage: int, unit: int) -> bool:
+        """Whether that unit's shortcut is a 1x1 projection (else the identity). The original's pre-activation
+        nets project on the first unit of every stage; the v1 families where the shape changes (torchvision)."""
+        if unit > 0:
+            return False
+        if self.pre_activation:
+            return True
+        return self.stride(stage, unit) != 1 or self.filters[stage] != self.filters[stage + 1]
+
+    @property
+    def name(self) -> str:
+        """The registry name (:func:`symbols.registry.model_names`): ``resnet50_v1``, ``resnext50_32x4d``, ..."""
+        prefix = "cifar_" if self.data_type == "cifar10" else ""
+        if self.network == "resnext":
+            return f"{prefix}resnext{self.depth}_{self.cardinality}x{self.bottleneck_width}d"
+        suffix = {"resnet_v2": "v2", "resnet_v1": "v1", "resnet_vd": "vd"}[self.network]
+        return f"{prefix}resnet{self.depth}_{suffix}"
+
+
+def _check_groups(spec: ResNetSpec) -> None:
+    """The grouped 3x3 convolution must split into ``cardinality`` groups of a whole number of channels."""
+    if spec.cardinality < 1 or spec.bottleneck_width < 1:
+        raise UserError(f"cardinality and bottleneck width must be at least 1, got {spec.cardinality} and "
+                        f"{spec.bottleneck_width}")
+    for stage, out in enumerate(spec.filters[1:], 1):
+        planes = out // 4
+        if planes * spec.bottleneck_width % 64:
+            step = 64 // math.gcd(64, *(f // 4 for f in spec.filters[1:]))
+            raise UserError(f"bottleneck width {spec.bottleneck_width} gives {planes}*{spec.bottleneck_width}/64 "
+                            f"channels per group in stage {stage} (not whole); valid bottleneck widths here: "
+                            f"multiples of {step}")
+        mid = planes * spec.bottleneck_width // 64 * spec.cardinality
+        if mid % spec.cardinality:  # cannot happen with the formula above; kept for hand-made specs
+            raise UserError(f"cardinality {spec.cardinality} does not divide stage {stage}'s width {mid}")
+
+
+def _cifar_units(depth: int, bottleneck_only: bool = False) -> tuple[int, bool] | None:
     """(units per stage, bottleneck) for a CIFAR depth, or None when the depth fits neither rule."""
+    if bottleneck_only:
+        return ((depth - 2) // 9, True) if depth >= 11 and (depth - 2) % 9 == 0 else None
     if depth >= CIFAR_BOTTLENECK_FROM and (depth - 2) % 9 == 0:
         return (depth - 2) // 9, True
     if 8 <= depth < CIFAR_BOTTLENECK_FROM and (depth - 2) % 6 == 0:
@@ -58,28 +200,92 @@ def _cifar_units(depth: int) -> tuple[int, bool] | None:
     return None
 
 
-def valid_depths(data_type: str) -> str:
-    """Human-readable description of the depths accepted for ``data_type``."""
+def valid_depths(data_type: str, network: str = "resnet_v2") -> str:
+    """Human-readable description of the depths accepted for ``data_type`` and ``network``."""
+    bottleneck_only = FAMILIES[network].bottleneck_only if network in FAMILIES else False
     if data_type == "imagenet":
-        return ", ".join(str(d) for d in IMAGENET_UNITS)
+        return ", ".join(str(d) for d, (_, b) in IMAGENET_UNITS.items() if b or not bottleneck_only)
+    if bottleneck_only:
+        return f"(depth-2)%9==0 from 11 (bottleneck units), e.g. {', '.join(map(str, CIFAR_RESNEXT_NAMED_DEPTHS))}"
     return (f"(depth-2)%6==0 below {CIFAR_BOTTLENECK_FROM} (basic units) or (depth-2)%9==0 from "
             f"{CIFAR_BOTTLENECK_FROM} (bottleneck units), e.g. {', '.join(map(str, CIFAR_NAMED_DEPTHS))}")
 
 
-def get_spec(data_type: str, depth: int) -> ResNetSpec:
-    """Look up the architecture for ``data_type`` ('cifar10' or 'imagenet') and ``depth``.
+def family_defaults(network: str, cardinality: int | None = None,
+                    bottleneck_width: int | None = None) -> tuple[int, int]:
+    """``(cardinality, bottleneck_width)`` for ``network``: the given values or the family's defaults (ResNeXt
+    32 and 4, the others 1 and 64). Grouping is ResNeXt's: other families refuse anything but 1 and 64."""
+    if network not in FAMILIES:
+        raise UserError(f"unknown network {network!r}; valid: {', '.join(NETWORKS)}")
+    family = FAMILIES[network]
+    groups = family.cardinality if cardinality is None else int(cardinality)
+    width = family.bottleneck_width if bottleneck_width is None else int(bottleneck_width)
+    if network != "resnext" and (groups, width) != (1, 64):
+        raise UserError(f"--cardinality/--bottleneck-width apply to --network resnext only; {network} has 1 group "
+                        f"of width 64 (got {groups} and {width})")
+    if groups < 1 or width < 1:
+        raise UserError(f"--cardinality and --bottleneck-width must be at least 1, got {groups} and {width}")
+    return groups, width
 
-    Raises :class:`UserError` naming the valid choices when either is unknown.
+
+def get_spec(data_type: str, depth: int, network: str = "resnet_v2", cardinality: int | None = None,
+             bottleneck_width: int | None = None) -> ResNetSpec:
+    """Look up the architecture for ``data_type`` ('cifar10' or 'imagenet'), ``depth`` and ``network``
+    (:data:`NETWORKS`; ``cardinality``/``bottleneck_width`` for 'resnext', None for the family's defaults).
+
+    Raises :class:`UserError` naming the valid choices when any of them is unknown or they do not fit together.
     """
     if data_type not in DATA_TYPES:
         raise UserError(f"unknown data type {data_type!r}; valid: {', '.join(DATA_TYPES)}")
+    groups, width = family_defaults(network, cardinality, bottleneck_width)
+    family = FAMILIES[network]
+    if data_type not in family.data_types:
+        others = ", ".join(n for n, f in FAMILIES.items() if data_type in f.data_types)
+        raise UserError(f"--network {network} is defined for {', '.join(family.data_types)} only (its deep stem "
+                        f"downsamples 4x); valid networks for {data_type}: {others}")
+    title = f"{data_type} {family.title}"
     if data_type == "imagenet":
-        if depth not in IMAGENET_UNITS:
-            raise UserError(f"no imagenet ResNet-v2 of depth {depth}; valid depths: {valid_depths(data_type)}")
-        units, bottleneck = IMAGENET_UNITS[depth]
-        return ResNetSpec(data_type, depth, units, IMAGENET_FILTERS[bottleneck], bottleneck)
-    found = _cifar_units(depth)
+        found = IMAGENET_UNITS.get(depth)
+        if found is None or (family.bottleneck_only and not found[1]):
+            raise UserError(f"no {title} of depth {depth}; valid depths: {valid_depths(data_type, network)}")
+        units, bottleneck = found
+        return ResNetSpec(data_type, depth, units, IMAGENET_FILTERS[bottleneck], bottleneck, network, groups,
+                          width, family.imagenet_stem)
+    found = _cifar_units(depth, family.bottleneck_only)
     if found is None:
-        raise UserError(f"no cifar10 ResNet-v2 of depth {depth}; valid depths: {valid_depths(data_type)}")
+        raise UserError(f"no {title} of depth {depth}; valid depths: {valid_depths(data_type, network)}")
     per_stage, bottleneck = found
-    return ResNetSpec(data_type, depth, (per_stage,) * 3, CIFAR_FILTERS[bottleneck], bottleneck)
+    filters = CIFAR_RESNEXT_FILTERS if network == "resnext" else CIFAR_FILTERS[bottleneck]
+    return ResNetSpec(data_type, depth, (per_stage,) * 3, filters, bottleneck, network, groups, width, "cifar")
+
+
+def add_network_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """``--network``, ``--cardinality`` and ``--bottleneck-width`` (MXNet's ``add_*_args`` idiom). Defaults: the
+    original's pre-activation network; None for the grouping flags, which then take the family's values."""
+    group = parser.add_argument_group("network family")
+    group.add_argument("--network", choices=NETWORKS, default="resnet_v2",
+                       help="resnet_v2 (pre-activation, the original), resnet_v1 (v1b: stride on the 3x3), "
+                            "resnext (grouped 3x3), resnet_vd (deep stem, avg-pool shortcuts; imagenet only)")
+    group.add_argument("--cardinality", type=int, default=None,
+                       help="resnext: groups of the 3x3 convolution (default 32)")
+    group.add_argument("--bottleneck-width", type=int, default=None,
+                       help="resnext: channels per group for each 64 of a stage's plain width (default 4)")
+    return group
+
+
+def last_layer_names(network: str, names) -> list[str]:
+    """The parameters ``--last-gamma`` zeroes so that every residual unit starts as the identity, from a
+    network's parameter ``names``: for ``resnet_v2`` each unit's last convolution weight
+    (:func:`resnetv2.recipe.last_layer_names`, the pre-activation unit ends in a convolution); for the
+    post-activation families each unit's last BN gamma (``bn2`` basic, ``bn3`` bottleneck: Goyal et al. 2017,
+    GluonCV's ``last_gamma``). Zeroing the convolution there instead would leave that BN normalising a constant."""
+    if network == "resnet_v2":
+        from resnetv2.recipe import last_layer_names as pre_activation
+        return pre_activation(names)
+    last: dict[str, tuple[int, str]] = {}  # unit -> (index of its last BN, that BN's gamma)
+    for name in names:
+        match = re.match(r"^(stage\d+_unit\d+)_bn(\d)_gamma$", name)
+        if match:
+            unit, index = match.group(1), int(match.group(2))
+            last[unit] = max(last.get(unit, (0, "")), (index, name))
+    return sorted(name for _, name in last.values())

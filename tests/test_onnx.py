@@ -1,4 +1,5 @@
-"""ONNX export: ONNX Runtime's output equals MXNet's for ResNet-50-v2 and CIFAR ResNet-164, any batch size.
+"""ONNX export: ONNX Runtime's output equals MXNet's for ResNet-50-v2, CIFAR ResNet-164, ResNet-50-v1b, ResNeXt-50
+32x4d and ResNet-18-vd, any batch size.
 
 Also home of :func:`random_checkpoint`, the random-weight checkpoints the prediction tests share.
 """
@@ -30,9 +31,10 @@ def load_tool(relpath: str):
 
 
 def random_checkpoint(prefix: Path, depth: int, data_type: str, num_classes: int, epoch: int = 1,
-                      seed: int = 0, calibrate: bool = True) -> str:
-    """Save a checkpoint ``prefix``/``epoch`` of a random-weight ResNet-v2 as training would (Symbol ending in
-    SoftmaxOutput, ``arg:``/``aux:`` params) and return the prefix.
+                      seed: int = 0, calibrate: bool = True, **network) -> str:
+    """Save a checkpoint ``prefix``/``epoch`` of a random-weight ResNet-v2 (or the family ``network`` names:
+    ``network='resnext', cardinality=32``, ...) as training would (Symbol ending in SoftmaxOutput,
+    ``arg:``/``aux:`` params) and return the prefix.
 
     With ``calibrate`` the BN running statistics are those of one batch of random images (then perturbed), with
     random BN gammas and betas: nonzero, non-trivial statistics whose outputs are not saturated, so that
@@ -45,7 +47,7 @@ def random_checkpoint(prefix: Path, depth: int, data_type: str, num_classes: int
     size = 112 if data_type == "imagenet" else 32  # statistics of half-size images: 4x cheaper, close enough
     rng = np.random.RandomState(seed)
     # bn_mom 0: the running statistics become exactly this batch's (MXNet updates them in backward).
-    exe = get_symbol(num_classes, depth, data_type, bn_mom=0.0).simple_bind(
+    exe = get_symbol(num_classes, depth, data_type, bn_mom=0.0, **network).simple_bind(
         mx.cpu(), data=(2, 3, size, size), softmax_label=(2,), grad_req="write" if calibrate else "null")
     init = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
     mx.random.seed(seed)
@@ -73,18 +75,24 @@ def random_checkpoint(prefix: Path, depth: int, data_type: str, num_classes: int
             v = v * rng.uniform(0.8, 1.25, v.shape) if name.endswith("_var") else v + rng.normal(0, 0.05, v.shape)
         aux[name] = mx.nd.array(v)
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    mx.model.save_checkpoint(str(prefix), epoch, get_symbol(num_classes, depth, data_type), arg, aux)
+    mx.model.save_checkpoint(str(prefix), epoch, get_symbol(num_classes, depth, data_type, **network), arg, aux)
     return str(prefix)
 
 
-@pytest.mark.parametrize("depth,data_type,num_classes", [(50, "imagenet", 1000), (164, "cifar10", 10)])
-def test_onnx_runtime_equals_mxnet(tmp_path, depth, data_type, num_classes):
+@pytest.mark.parametrize("depth,data_type,num_classes,network", [
+    (50, "imagenet", 1000, "resnet_v2"), (164, "cifar10", 10, "resnet_v2"),
+    (50, "imagenet", 1000, "resnet_v1"),
+    (50, "imagenet", 1000, "resnext"),  # grouped 3x3 convolutions (32 groups)
+    (18, "imagenet", 1000, "resnet_vd"),  # deep stem, ceil-mode average pools without padding in the shortcut
+])
+def test_onnx_runtime_equals_mxnet(tmp_path, depth, data_type, num_classes, network):
     import onnx
 
     from resnetv2.predictor import load_model
 
     export = load_tool("tools/export_onnx.py")
-    prefix = random_checkpoint(tmp_path / f"resnet-{data_type}-{depth}-0", depth, data_type, num_classes)
+    prefix = random_checkpoint(tmp_path / f"resnet-{data_type}-{depth}-0", depth, data_type, num_classes,
+                               network=network)
     out = tmp_path / "model.onnx"
     report = export.export_onnx(prefix, 1, out, check_batch=3)
     assert report.max_abs_diff is not None and report.max_abs_diff < 1e-4
@@ -119,3 +127,13 @@ def test_export_refuses_a_mismatch_and_keeps_the_old_file(tmp_path):
     assert out.read_bytes() == b"previous good export"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["model.onnx", "resnet-cifar10-20-0-symbol.json", "resnet-cifar10-20-0-0001.params"])
+
+
+def test_onnx_average_pool_shortcut_at_an_odd_size(tmp_path):
+    """ResNet-vd's shortcut pools in ceil mode without counting padding: at 240x240 stage 3 is 15x15, pooled to
+    8x8 like the strided convolution beside it; ONNX Runtime must agree (a floor-mode pool would give 7x7)."""
+    export = load_tool("tools/export_onnx.py")
+    prefix = random_checkpoint(tmp_path / "resnet-imagenet-18-0", 18, "imagenet", 1000, network="resnet_vd")
+    report = export.export_onnx(prefix, 1, tmp_path / "vd.onnx", image_shape=(3, 240, 240), check_batch=2)
+    assert report.image_shape == (3, 240, 240)
+    assert report.max_abs_diff is not None and report.max_abs_diff < 1e-4
