@@ -20,16 +20,17 @@ from resnetv2.recipe import is_decayed, soft_cross_entropy
 
 @dataclass
 class TrainSetup:
-    """What both engines apply beyond the optimizer's own arguments (:mod:`resnetv2.recipe`): whether targets are
-    distributions over ``num_classes``, weight-decay and learning-rate multipliers by parameter name, and the
-    names of frozen (untrained) parameters."""
+    """What both engines apply beyond the optimizer's own arguments (:mod:`resnetv2.recipe`,
+    :mod:`resnetv2.precision`): whether targets are distributions over ``num_classes``, weight-decay and
+    learning-rate multipliers by parameter name, the names of frozen (untrained) parameters, and the compute
+    ``dtype`` (weights and checkpoints stay float32)."""
 
     num_classes: int = 0
     soft: bool = False
     wd_mult: dict = field(default_factory=dict)
     lr_mult: dict = field(default_factory=dict)
     frozen: list = field(default_factory=list)
-
+    dtype: str = "float32"
 
 
 def _optimizer(name: str, optimizer_params: dict, param_names, wd_mult: dict, lr_mult: dict):
@@ -54,11 +55,14 @@ class ModuleEngine:
                  optimizer_params: dict, fast_graph: bool = False, recipe: TrainSetup | None = None):
         import mxnet as mx
 
+        from resnetv2.precision import mixed_precision_symbol
+
         recipe = recipe or TrainSetup()
         if fast_graph:
             from resnetv2.fastpath import training_graph
 
             sym, _ = training_graph(sym)
+        sym = mixed_precision_symbol(sym, recipe.dtype)  # last: a graph rewrite after it would drop the casts
         # Soft targets (label smoothing, mixup): SoftmaxOutput takes a label of the output's shape as a
         # distribution, its gradient is then probs - targets.
         label_shape = (data_shape[0], recipe.num_classes) if recipe.soft else data_shape[:1]
@@ -134,6 +138,7 @@ class GluonEngine:
         import mxnet as mx
         from mxnet import gluon
 
+        from resnetv2.precision import make_loss_scaler, mixed_precision_block
         from symbols.gluon_resnet_v2 import load_symbol_params
 
         self.contexts = contexts
@@ -146,13 +151,9 @@ class GluonEngine:
             param.lr_mult = recipe.lr_mult.get(name, 1.0)
             if name in recipe.frozen:
                 param.grad_req = "null"
-        self.net.hybridize()
-        self.block = self.net
-        if fast_graph:
-            from resnetv2.fastpath import hybridize_for_training
-
-            per_context = (data_shape[0] // len(contexts),) + tuple(data_shape[1:])
-            self.block = hybridize_for_training(self.net, per_context)
+        per_context = (data_shape[0] // len(contexts),) + tuple(data_shape[1:])
+        self.block = mixed_precision_block(self.net, per_context, recipe.dtype, fast_graph)
+        self.scaler = make_loss_scaler(recipe.dtype)  # float16 only
         params = {k: v for k, v in optimizer_params.items() if k != "rescale_grad"}
         if cluster.kv is not None and "async" in cluster.kv.type:
             raise UserError(f"--api gluon cannot train with --kv-store {cluster.kv.type} (Gluon's Trainer keeps "
@@ -186,12 +187,14 @@ class GluonEngine:
         from mxnet import autograd
         from mxnet.gluon.utils import split_and_load
 
+        from resnetv2.precision import backward
+
         parts = split_and_load(data, self.contexts, even_split=True)
         target_parts = split_and_load(targets, self.contexts, even_split=True)
         with autograd.record():
             outputs = [self.block(x) for x in parts]
             losses = [self.loss_fn(o, y) for o, y in zip(outputs, target_parts)]
-        autograd.backward(losses)
+        backward(losses, self.scaler)
         self._pending = outputs
         total = sum(float(loss.sum().asscalar()) for loss in losses)
         return total / self.batch_size
@@ -200,8 +203,11 @@ class GluonEngine:
         """As :meth:`ModuleEngine.update`."""
         from mxnet.gluon.utils import split_and_load
 
+        from resnetv2.precision import ready_to_update
+
         outputs = self._pending
-        self.trainer.step(self.step_size)
+        if ready_to_update(self.scaler, self.trainer._params):  # a float16 overflow skips the step
+            self.trainer.step(self.step_size)
         metric.update(split_and_load(labels, self.contexts, even_split=True),
                       [self._mx.nd.softmax(o) for o in outputs])
 

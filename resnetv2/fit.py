@@ -38,6 +38,7 @@ from resnetv2.engines import GluonEngine, ModuleEngine, TrainSetup
 from resnetv2.errors import UserError
 from resnetv2.fileio import atomic_write_text
 from resnetv2.logparse import stats_line
+from resnetv2.precision import describe, float32_params
 from resnetv2.recipe import TargetRecipe, frozen_names, multipliers
 from resnetv2.schedule import Schedule, rate_at_epoch
 from resnetv2.train_args import RunConfig, check_writable_dir, default_prefix, saved_config, uses_training_graph
@@ -66,12 +67,17 @@ def build_symbol(cfg: RunConfig):
     from symbols import get_symbol
 
     sym = get_symbol(cfg.num_classes, cfg.depth, cfg.layout.net_type, bn_mom=cfg.bn_mom, workspace=cfg.workspace,
-                     memonger=cfg.memonger)
+                     memonger=cfg.memonger, **network_kwargs(cfg))
     if cfg.memonger:
         from symbols.memonger import search_plan
 
         sym = search_plan(sym, data=(cfg.batch_size // cfg.num_contexts,) + tuple(cfg.layout.image_shape))
     return sym
+
+
+def network_kwargs(cfg: RunConfig) -> dict:
+    """The family flags as :func:`symbols.get_symbol` / :func:`symbols.get_net` take them."""
+    return dict(network=cfg.network, cardinality=cfg.cardinality, bottleneck_width=cfg.bottleneck_width)
 
 
 def target_recipe(cfg: RunConfig) -> TargetRecipe:
@@ -84,7 +90,7 @@ def train_setup(cfg: RunConfig, param_names) -> TrainSetup:
     ``--freeze-stages``) for a network with ``param_names``."""
     wd_mult, lr_mult = multipliers(param_names, cfg.no_wd, cfg.lr_mult_body)
     return TrainSetup(cfg.num_classes, target_recipe(cfg).soft, wd_mult, lr_mult,
-                      frozen_names(param_names, cfg.freeze_stages))
+                      frozen_names(param_names, cfg.freeze_stages), cfg.dtype)
 
 
 def make_schedule(cfg: RunConfig, begin_epoch: int, epoch_size: int, states: dict | None) -> Schedule:
@@ -173,7 +179,9 @@ def starting_point(cfg: RunConfig, sym) -> Start:
     arg_params, aux_params = init_params(sym, shape, cfg.seed)
     notes = []
     if cfg.last_gamma:
-        notes.append(f"--last-gamma: zeroed {len(zero_last_layers(arg_params))} last convolutions of the units")
+        zeroed = zero_last_layers(cfg.network, arg_params)
+        notes.append(f"--last-gamma: every residual unit starts as the identity ({len(zeroed)} arrays zeroed: "
+                     f"{zeroed[0]}, ...)")
     return Start(0, arg_params, aux_params, None, notes)
 
 
@@ -202,7 +210,7 @@ def make_engine(cfg: RunConfig, sym, cluster: Cluster, start: Start, optimizer_p
     if cfg.api == "gluon":
         from symbols import get_net
 
-        net = get_net(cfg.num_classes, cfg.depth, cfg.layout.net_type, bn_mom=cfg.bn_mom)
+        net = get_net(cfg.num_classes, cfg.depth, cfg.layout.net_type, bn_mom=cfg.bn_mom, **network_kwargs(cfg))
         return GluonEngine(net, **common)
     return ModuleEngine(sym, **common)
 
@@ -237,6 +245,8 @@ def fit(cfg: RunConfig) -> TrainResult:
         engine = make_engine(cfg, sym, cluster, start, optimizer_params)
         logging.info("training graph: %s", "resnetv2.fastpath.training_graph (--plain-graph to turn off)"
                      if uses_training_graph(cfg) else "as built")
+        if cfg.dtype != "float32":
+            logging.info("%s", describe(cfg.dtype))
         for note in start.notes:
             logging.info("%s", note)
         if start.states:
@@ -320,7 +330,7 @@ def _epochs(cfg: RunConfig, engine, sym, plan: DataPlan, cluster: Cluster, sched
         elapsed = time.time() - tic
         logging.info("Epoch[%d] Time cost=%.3f", epoch, elapsed)
 
-        arg_params, aux_params = engine.get_params()
+        arg_params, aux_params = (float32_params(p) for p in engine.get_params())  # checkpoints are float32
         num_update = (epoch + 1) * plan.epoch_size
         states = engine.get_states()
         states["meta:num_update"] = mx.nd.array([num_update], dtype="float64")

@@ -120,19 +120,3 @@ def multipliers(names: Iterable[str], no_wd: bool = False, lr_mult_body: float =
     wd_mult = {n: 1.0 if is_decayed(n, no_wd) else 0.0 for n in names}
     lr_mult = {n: 1.0 if n.startswith(HEAD_PREFIX) else float(lr_mult_body) for n in names}
     return wd_mult, lr_mult
-
-
-def last_layer_names(names: Iterable[str]) -> list[str]:
-    """The weight of each residual unit's last convolution (``conv2`` of basic units, ``conv3`` of bottlenecks).
-
-    ``--last-gamma`` zeroes these so every unit starts as the identity (Goyal et al. 2017's zero-gamma for the
-    pre-activation unit, whose body ends in a convolution, not a BatchNorm: zeroing a BN gamma before a ReLU
-    there would also zero its gradient and the unit would never train).
-    """
-    last: dict[str, tuple[int, str]] = {}  # unit -> (index of its last conv, that conv's weight name)
-    for name in names:
-        match = re.match(r"^(stage\d+_unit\d+)_conv(\d)_weight$", name)
-        if match:
-            unit, index = match.group(1), int(match.group(2))
-            last[unit] = max(last.get(unit, (0, "")), (index, name))
-    return sorted(name for _, name in last.values())

@@ -15,6 +15,7 @@ from pathlib import Path
 from resnetv2.data import DatasetLayout
 from resnetv2.errors import UserError
 from resnetv2.schedule import DEFAULT_END_EPOCH, DEFAULT_STEPS, LR_MODES, parse_steps
+from symbols.spec import add_network_args
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -53,6 +54,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     model.add_argument("--workspace", type=int, default=512, help="convolution workspace, MB")
     model.add_argument("--memonger", action="store_true",
                        help="plan activation recomputation to save memory (Module path only)")
+    model.add_argument("--dtype", type=str, default="float32", choices=["float32", "bfloat16", "float16"],
+                       help="compute type: bfloat16 on CPU (oneDNN; BN, softmax and the weights stay float32), "
+                            "float16 on GPUs (--api gluon, dynamic loss scaling); checkpoints are always float32")
     model.add_argument("--api", type=str, default="module", choices=["module", "gluon"],
                        help="train through mx.mod.Module (Symbol) or the hybridized Gluon net")
     model.add_argument("--plain-graph", action="store_true",
@@ -153,6 +157,7 @@ def build_parser(prog: str = "train_resnet.py") -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_args(parser)
     add_model_args(parser)
+    add_network_args(parser)
     add_fit_args(parser)
     add_recipe_args(parser)
     add_finetune_args(parser)
@@ -209,8 +214,13 @@ class RunConfig:
     bn_mom: float
     workspace: int
     memonger: bool
+    dtype: str
     api: str
     plain_graph: bool
+    # Network family
+    network: str
+    cardinality: int | None
+    bottleneck_width: int | None
     # Training
     gpus: str
     cpus: int
@@ -271,7 +281,8 @@ def resolve_args(args: argparse.Namespace) -> RunConfig:
             raise UserError(f"--data-type folder needs --num-classes (or {synset}, one class per line)")
         args.num_classes = sum(1 for line in synset.read_text(encoding="utf-8").splitlines() if line.strip())
     layout = data_layout(args)
-    spec = get_spec(layout.net_type, args.depth)
+    spec = get_spec(layout.net_type, args.depth, args.network, args.cardinality, args.bottleneck_width)
+    args.cardinality, args.bottleneck_width = spec.cardinality, spec.bottleneck_width
     if args.num_classes is None:
         args.num_classes = layout.num_classes
     if args.num_classes < 2:
@@ -303,6 +314,9 @@ def resolve_args(args: argparse.Namespace) -> RunConfig:
         raise UserError(f"--num-examples must be positive, got {args.num_examples}")
     args.gpu_ids = parse_gpus(args.gpus)
     args.num_contexts = len(args.gpu_ids) or args.cpus
+    from resnetv2.precision import check_dtype
+
+    check_dtype(args.dtype, len(args.gpu_ids), args.api, args.kv_store)
     if args.batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
     if args.batch_size % args.num_contexts:
@@ -393,8 +407,14 @@ def data_layout(args: argparse.Namespace):
 
 
 def default_prefix(args: RunConfig, rank: int) -> str:
-    """The original's checkpoint prefix ``model/resnet-{data_type}-{depth}-{rank}``."""
-    return os.path.join("model", f"resnet-{args.data_type}-{args.depth}-{rank}")
+    """The original's checkpoint prefix ``model/resnet-{data_type}-{depth}-{rank}``; the other families put
+    their name first: ``model/resnext50_32x4d-{data_type}-{rank}``, ``model/resnet20_v1-cifar10-0``."""
+    if args.network == "resnet_v2":
+        return os.path.join("model", f"resnet-{args.data_type}-{args.depth}-{rank}")
+    from symbols.spec import get_spec
+
+    name = get_spec(args.layout.net_type, args.depth, args.network, args.cardinality, args.bottleneck_width).name
+    return os.path.join("model", f"{name.removeprefix('cifar_')}-{args.data_type}-{rank}")
 
 
 def check_writable_dir(folder: str | os.PathLike, what: str) -> Path:

@@ -52,12 +52,12 @@ def check_checkpoint_fits(sym, data_shape, arg_params: dict, aux_params: dict, w
 
 
 
-def zero_last_layers(arg_params: dict) -> list[str]:
-    """``--last-gamma``: zero each residual unit's last convolution (:func:`resnetv2.recipe.last_layer_names`)
-    in place; returns the names zeroed."""
-    from resnetv2.recipe import last_layer_names
+def zero_last_layers(network: str, arg_params: dict) -> list[str]:
+    """``--last-gamma``: zero in place what makes every residual unit of ``network`` start as the identity
+    (:func:`symbols.spec.last_layer_names`); returns the names zeroed."""
+    from symbols.spec import last_layer_names
 
-    names = last_layer_names(arg_params)
+    names = last_layer_names(network, arg_params)
     for name in names:
         arg_params[name][:] = 0
     return names

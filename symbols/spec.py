@@ -275,16 +275,17 @@ def add_network_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup
 
 def last_layer_names(network: str, names) -> list[str]:
     """The parameters ``--last-gamma`` zeroes so that every residual unit starts as the identity, from a
-    network's parameter ``names``: for ``resnet_v2`` each unit's last convolution weight
-    (:func:`resnetv2.recipe.last_layer_names`, the pre-activation unit ends in a convolution); for the
+    network's parameter ``names``: for ``resnet_v2`` each unit's last convolution weight (the pre-activation unit
+    ends in a convolution; Goyal et al. 2017's zero-gamma, moved to the layer that ends the unit); for the
     post-activation families each unit's last BN gamma (``bn2`` basic, ``bn3`` bottleneck: Goyal et al. 2017,
     GluonCV's ``last_gamma``). Zeroing the convolution there instead would leave that BN normalising a constant."""
-    if network == "resnet_v2":
-        from resnetv2.recipe import last_layer_names as pre_activation
-        return pre_activation(names)
-    last: dict[str, tuple[int, str]] = {}  # unit -> (index of its last BN, that BN's gamma)
+    # The pre-activation unit ends in a convolution: zeroing a BN gamma before a ReLU there would also zero its
+    # gradient, and the unit would never train.
+    layer = r"conv(\d)_weight" if network == "resnet_v2" else r"bn(\d)_gamma"
+    pattern = r"^(stage\d+_unit\d+)_" + layer + "$"
+    last: dict[str, tuple[int, str]] = {}  # unit -> (index of its last conv/BN, that layer's parameter)
     for name in names:
-        match = re.match(r"^(stage\d+_unit\d+)_bn(\d)_gamma$", name)
+        match = re.match(pattern, name)
         if match:
             unit, index = match.group(1), int(match.group(2))
             last[unit] = max(last.get(unit, (0, "")), (index, name))
