@@ -165,7 +165,7 @@ def read_best(prefix: str | os.PathLike) -> dict | None:
 def write_best(prefix: str | os.PathLike, epoch: int, accuracy: float) -> None:
     import json
 
-    atomic_write_text(best_path(prefix), json.dumps({"epoch": epoch, "val-accuracy": accuracy}) + "\n")
+    atomic_write_text(best_path(prefix), json.dumps({"epoch": epoch, "val-accuracy": round(accuracy, 6)}) + "\n")
 
 
 def prune(prefix: str | os.PathLike, keep_last: int, keep: Iterable[int] = ()) -> list[int]:

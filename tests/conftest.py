@@ -90,6 +90,17 @@ def trained_cifar(cifar_rec_dir, tmp_path_factory):
                            val_accuracy=stats[-1]["val-accuracy"], stats=stats, stdout=proc.stdout)
 
 
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory) -> Path:
+    """scikit-learn's digits packed as the demo packs them (1,437 train / 360 held-out images, 32x32); needs no
+    ../shared/data."""
+    from resnetv2.im2rec import pack_digits
+
+    out = tmp_path_factory.mktemp("digits")
+    pack_digits(out, progress=False)
+    return out
+
+
 def copy_records(src_rec: Path, dst_rec: Path, count: int) -> None:
     """Write the first ``count`` records of ``src_rec`` (and an ``.idx``) to ``dst_rec``, unchanged."""
     import mxnet as mx

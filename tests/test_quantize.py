@@ -20,16 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def digits_dir(tmp_path_factory) -> Path:
-    """scikit-learn's digits packed as the demo packs them (1,437 train / 360 held-out images, 32x32)."""
-    from resnetv2.im2rec import pack_digits
-
-    out = tmp_path_factory.mktemp("digits")
-    pack_digits(out, progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
 def trained_digits(digits_dir, tmp_path_factory):
     """ResNet-8 trained by train_resnet.py for 4 epochs on the digits (about 30 s on 2 busy cores; measured 96 %
     on the 360 held-out images)."""
