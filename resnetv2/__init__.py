@@ -1,5 +1,7 @@
 """Shared logic behind the project's command-line tools (data, training, logs, prediction).
 
-Importing the package first makes MXNet 1.9.1 importable with the numpy this project pins (see ``compat``).
+The layers: ``symbols`` (the networks: spec table, Symbol and Gluon builders) knows nothing of this package; this
+package builds on it. Importing it first makes MXNet 1.9.1 importable with the numpy this project pins
+(:mod:`symbols.compat`).
 """
-from . import compat  # noqa: F401  (must run before any `import mxnet`)
+from symbols import compat  # noqa: F401  (must run before any `import mxnet`)

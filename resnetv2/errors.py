@@ -4,12 +4,9 @@ from __future__ import annotations
 import sys
 from typing import Callable, NoReturn
 
+from symbols.errors import UserError
 
-class UserError(Exception):
-    """A problem with the user's input (a path, a flag, a file) that they can fix.
-
-    The message is printed as one line on stderr by :func:`run_cli`, and the process exits with status 2.
-    """
+__all__ = ["UserError", "fail", "run_cli"]
 
 
 def fail(message: str) -> NoReturn:

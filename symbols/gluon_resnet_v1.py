@@ -4,7 +4,7 @@ the Symbol (:mod:`symbols.resnet_v1`).
 Every block has an explicit prefix equal to the Symbol's layer name, so parameter names are the Symbol's in every
 process (``stage1_unit1_conv2_weight``, ``stage2_unit1_sc_bn_gamma``, ``fc1_bias``, ...); BN statistics are
 ``*_running_mean/var`` here and ``*_moving_mean/var`` in Symbol checkpoints (:mod:`symbols.gluon_resnet_v2`'s
-``symbol_name``/``gluon_name``/``load_symbol_params``/``symbol_params`` serve every family).
+``symbol_name``/``load_symbol_params``/``symbol_params`` serve every family).
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from .gluon_resnet_v2 import BN_EPS
 from .spec import ResNetSpec
 
 
-def _bn(prefix: str, bn_mom: float, fixed_gamma: bool = False) -> nn.BatchNorm:
-    return nn.BatchNorm(momentum=bn_mom, epsilon=BN_EPS, scale=not fixed_gamma, prefix=prefix)
+def _bn(prefix: str, bn_mom: float, fix_gamma: bool = False) -> nn.BatchNorm:
+    return nn.BatchNorm(momentum=bn_mom, epsilon=BN_EPS, scale=not fix_gamma, prefix=prefix)
 
 
 def _conv(channels: int, kernel: int, stride: int, prefix: str, groups: int = 1) -> nn.Conv2D:
@@ -75,7 +75,7 @@ class ResNetV1(HybridBlock):
         with self.name_scope():
             self.features = nn.HybridSequential(prefix="")
             with self.features.name_scope():
-                self.features.add(_bn("bn_data_", bn_mom, fixed_gamma=True))
+                self.features.add(_bn("bn_data_", bn_mom, fix_gamma=True))
                 if spec.stem == "deep":
                     for k, width in enumerate(spec.stem_widths, 1):
                         self.features.add(_conv(width, 3, 2 if k == 1 else 1, f"conv0_{k}_"),

@@ -3,7 +3,7 @@
 Every block has an explicit prefix equal to the Symbol's layer name, so parameter names are the Symbol's
 (``stage1_unit1_conv1_weight``, ``bn_data_beta``, ``fc1_bias``, ...) in every process, however many nets were
 built before. The one difference is BN statistics: Gluon calls them ``*_running_mean/var``, Symbol checkpoints
-``*_moving_mean/var``; :func:`symbol_name` and :func:`gluon_name` map between them.
+``*_moving_mean/var``; :func:`symbol_name` maps Gluon's to the Symbol's.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from .spec import ResNetSpec, get_spec
 BN_EPS = 2e-5
 
 
-def _bn(prefix: str, bn_mom: float, fixed_gamma: bool = False) -> nn.BatchNorm:
-    return nn.BatchNorm(momentum=bn_mom, epsilon=BN_EPS, scale=not fixed_gamma, prefix=prefix)
+def _bn(prefix: str, bn_mom: float, fix_gamma: bool = False) -> nn.BatchNorm:
+    return nn.BatchNorm(momentum=bn_mom, epsilon=BN_EPS, scale=not fix_gamma, prefix=prefix)
 
 
 def _conv(channels: int, kernel: int, stride: int, prefix: str) -> nn.Conv2D:
@@ -68,7 +68,7 @@ class PreActResNet(HybridBlock):
         with self.name_scope():
             self.features = nn.HybridSequential(prefix="")
             with self.features.name_scope():
-                self.features.add(_bn("bn_data_", bn_mom, fixed_gamma=True))
+                self.features.add(_bn("bn_data_", bn_mom, fix_gamma=True))
                 if spec.data_type == "cifar10":
                     self.features.add(_conv(spec.filters[0], 3, 1, "conv0_"))
                 else:
@@ -94,11 +94,6 @@ def get_net(num_classes: int, depth: int, data_type: str = "imagenet", bn_mom: f
 def symbol_name(gluon_param_name: str) -> str:
     """Gluon parameter name -> the Symbol checkpoint's name (``*_running_mean`` -> ``*_moving_mean``)."""
     return gluon_param_name.replace("_running_mean", "_moving_mean").replace("_running_var", "_moving_var")
-
-
-def gluon_name(symbol_param_name: str) -> str:
-    """Symbol checkpoint name -> Gluon parameter name (``*_moving_var`` -> ``*_running_var``)."""
-    return symbol_param_name.replace("_moving_mean", "_running_mean").replace("_moving_var", "_running_var")
 
 
 def load_symbol_params(net: PreActResNet, arg_params: dict, aux_params: dict,

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import mxnet as mx
 import numpy as np
 
-from resnetv2.errors import UserError
+from .errors import UserError
 
 MB = 1 << 20
 _TOTAL = re.compile(r"^Total (\d+) MB allocated$", re.MULTILINE)

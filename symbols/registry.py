@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import re
 
-from resnetv2.errors import UserError
-
+from .errors import UserError
 from .spec import CIFAR_NAMED_DEPTHS, FAMILIES, IMAGENET_UNITS, NETWORKS, ResNetSpec, family_defaults, get_spec
 
 _NAMES = (

@@ -27,7 +27,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from resnetv2.errors import UserError
+from .errors import UserError
 
 DATA_TYPES = ("cifar10", "imagenet")
 
