@@ -80,17 +80,17 @@ def worker(symbol_json: str, shape: tuple[int, ...], steps: int) -> dict:
             "step_s": round(statistics.median(times[1:]), 3), "step_times_s": [round(t, 3) for t in times]}
 
 
-def run_config(data_type: str, depth: int, batch: int, steps: int) -> dict:
+def run_config(net_type: str, depth: int, batch: int, steps: int) -> dict:
     """Plan, then train both variants in fresh subprocesses; one result record."""
     from symbols import get_spec, get_symbol, memonger
 
-    spec = get_spec(data_type, depth)
+    spec = get_spec(net_type, depth)
     shape = (batch, *spec.image_shape)
-    sym = get_symbol(10 if data_type == "cifar10" else 1000, depth, data_type, memonger=True)
+    sym = get_symbol(10 if net_type == "cifar10" else 1000, depth, net_type, memonger=True)
     start = time.perf_counter()
     plan = memonger.search_plan(sym, data=shape)
     search_s = time.perf_counter() - start
-    record = {"data_type": data_type, "depth": depth, "batch": batch, "search_s": round(search_s, 1)}
+    record = {"net_type": net_type, "depth": depth, "batch": batch, "search_s": round(search_s, 1)}
     with tempfile.TemporaryDirectory() as tmp:
         for name, network in (("plain", memonger.apply_plan(sym, None)), ("memonger", plan)):
             report = memonger.memory_report(network, data=shape)
@@ -103,7 +103,7 @@ def run_config(data_type: str, depth: int, batch: int, steps: int) -> dict:
                 raise RuntimeError(f"{name} worker failed:\n{out.stderr[-2000:]}")
             measured = json.loads(out.stdout.strip().splitlines()[-1])
             record[name] = {"planned_mb": report.planned_mb, "arrays_mb": round(report.arrays_mb, 1), **measured}
-            print(f"  {data_type} {depth} b{batch} {name}: {json.dumps(record[name])}", flush=True)
+            print(f"  {net_type} {depth} b{batch} {name}: {json.dumps(record[name])}", flush=True)
     plain, mem = record["plain"], record["memonger"]
     record["planned_ratio"] = round(plain["planned_mb"] / max(mem["planned_mb"], 1), 2)
     record["peak_rss_ratio"] = round(plain["peak_rss_mb"] / mem["peak_rss_mb"], 2)
@@ -130,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--steps must be at least 1")
     configs = [parse_config(c) for c in args.configs]
     records = []
-    for data_type, depth, batch in configs:
-        records.append(run_config(data_type, depth, batch, args.steps))
+    for net_type, depth, batch in configs:
+        records.append(run_config(net_type, depth, batch, args.steps))
         r = records[-1]
-        print(f"{data_type} ResNet-{depth} batch {batch}: planned {r['plain']['planned_mb']} -> "
+        print(f"{net_type} ResNet-{depth} batch {batch}: planned {r['plain']['planned_mb']} -> "
               f"{r['memonger']['planned_mb']} MB ({r['planned_ratio']}x less), peak RSS "
               f"{r['plain']['peak_rss_mb']:.0f} -> {r['memonger']['peak_rss_mb']:.0f} MB ({r['peak_rss_ratio']}x), "
               f"step {r['plain']['step_s']:.2f} -> {r['memonger']['step_s']:.2f} s ({r['step_time_ratio']}x), "

@@ -81,13 +81,13 @@ class Layer:
         return {"bn": tuple(_BN_FIELDS), "conv": ("weight",), "dense": ("weight", "bias")}[self.kind]
 
 
-def gluoncv_layers(data_type: str, depth: int) -> list[Layer]:
+def gluoncv_layers(net_type: str, depth: int) -> list[Layer]:
     """The layers of GluonCV's ``ResNetV2`` (ImageNet) or ``CIFARResNetV2`` of ``depth``, in creation order, each
     with its counterpart in this project's network. A GluonCV unit with no projection maps to nothing (``ours``
     of its projection is absent); callers refuse those networks (see the module docstring)."""
     from symbols import get_spec
 
-    spec = get_spec(data_type, depth)
+    spec = get_spec(net_type, depth)
     counters: dict[tuple[str, str], int] = {}
 
     def legacy(scope: str, kind: str) -> str:  # Gluon's automatic names: a counter per layer type and scope
@@ -98,7 +98,7 @@ def gluoncv_layers(data_type: str, depth: int) -> list[Layer]:
     layers = [Layer("features.0", legacy("", "bn"), "bn_data", "bn", data_bn=True),
               Layer("features.1", legacy("", "conv"), "conv0", "conv")]
     first_stage = 2
-    if data_type == "imagenet":
+    if net_type == "imagenet":
         layers.append(Layer("features.2", legacy("", "bn"), "bn0", "bn"))
         first_stage = 5  # after bn0, relu, max pool
     convs = 3 if spec.bottleneck else 2
@@ -174,10 +174,10 @@ def convert_params(params: Mapping[str, object], model: str, *, eps: float | Map
 
     from symbols import get_symbol
 
-    data_type, depth = parse_gluoncv_model(model)
-    ours = map_arrays(params, data_type, depth, eps=eps, rgb_mean=rgb_mean, rgb_std=rgb_std,
+    net_type, depth = parse_gluoncv_model(model)
+    ours = map_arrays(params, net_type, depth, eps=eps, rgb_mean=rgb_mean, rgb_std=rgb_std,
                       num_classes=num_classes, source=source, model=model)
-    symbol = get_symbol(ours["fc1_weight"].shape[0], depth, data_type)
+    symbol = get_symbol(ours["fc1_weight"].shape[0], depth, net_type)
     arg_params = {n: mx.nd.array(v, dtype=dtype) for n, v in ours.items() if not n.endswith(_AUX)}
     aux_params = {n: mx.nd.array(v, dtype=dtype) for n, v in ours.items() if n.endswith(_AUX)}
     needed = set(symbol.list_arguments()) - {"data", "softmax_label"}
@@ -185,18 +185,18 @@ def convert_params(params: Mapping[str, object], model: str, *, eps: float | Map
     return symbol, arg_params, aux_params
 
 
-def map_arrays(params: Mapping[str, object], data_type: str, depth: int, *,
+def map_arrays(params: Mapping[str, object], net_type: str, depth: int, *,
                eps: float | Mapping[str, float] = GLUONCV_BN_EPS, rgb_mean: Sequence[float] = IMAGENET_MEAN,
                rgb_std: Sequence[float] = IMAGENET_STD, num_classes: int | None = None,
                source: str = "the parameters", model: str | None = None) -> dict[str, np.ndarray]:
-    """The layer-by-layer mapping behind :func:`convert_params`, for any GluonCV v2 network of (``data_type``,
+    """The layer-by-layer mapping behind :func:`convert_params`, for any GluonCV v2 network of (``net_type``,
     ``depth``), mappable or not: this project's parameter names -> float64 arrays. A layer of this project's
     network that GluonCV's lacks (the projection of a refused model) is simply absent from the result."""
     from symbols import get_symbol
     from symbols.resnet_v2 import BN_EPS
 
-    model = model or f"{'cifar_' if data_type == 'cifar10' else ''}resnet{depth}_v2"
-    layers = gluoncv_layers(data_type, depth)
+    model = model or f"{'cifar_' if net_type == 'cifar10' else ''}resnet{depth}_v2"
+    layers = gluoncv_layers(net_type, depth)
     legacy = bool(params) and not any("." in key for key in params)
     expected = {key: (layer, field) for key, layer, field in _iter_keys(layers, legacy)}
     missing = [key for key in expected if key not in params]
@@ -213,7 +213,7 @@ def map_arrays(params: Mapping[str, object], data_type: str, depth: int, *,
     classes = arrays["dense0_weight" if legacy else "output.weight"].shape[0]
     if num_classes is not None and num_classes != classes:
         raise UserError(f"--num-classes {num_classes} does not match {source}: its classifier has {classes} outputs")
-    symbol = get_symbol(classes, depth, data_type)
+    symbol = get_symbol(classes, depth, net_type)
     arg_shapes, _, aux_shapes = symbol.infer_shape(data=(1, 3, 224, 224))
     shapes = dict(zip(symbol.list_arguments(), arg_shapes))
     shapes.update(zip(symbol.list_auxiliary_states(), aux_shapes))

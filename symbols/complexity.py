@@ -69,7 +69,7 @@ def model_complexity(name: str, num_classes: int | None = None,
     from .registry import build_symbol, model_spec
 
     spec = model_spec(name)
-    classes = num_classes or (10 if spec.data_type == "cifar10" else 1000)
+    classes = num_classes or (10 if spec.net_type == "cifar10" else 1000)
     return complexity(build_symbol(spec, classes), image_shape or spec.image_shape)
 
 

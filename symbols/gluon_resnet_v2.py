@@ -69,7 +69,7 @@ class PreActResNet(HybridBlock):
             self.features = nn.HybridSequential(prefix="")
             with self.features.name_scope():
                 self.features.add(_bn("bn_data_", bn_mom, fix_gamma=True))
-                if spec.data_type == "cifar10":
+                if spec.net_type == "cifar10":
                     self.features.add(_conv(spec.filters[0], 3, 1, "conv0_"))
                 else:
                     self.features.add(_conv(spec.filters[0], 7, 2, "conv0_"), _bn("bn0_", bn_mom),
@@ -86,9 +86,9 @@ class PreActResNet(HybridBlock):
         return self.output(self.features(x))
 
 
-def get_net(num_classes: int, depth: int, data_type: str = "imagenet", bn_mom: float = 0.9) -> PreActResNet:
-    """Build the (uninitialised) Gluon net for (``data_type``, ``depth``)."""
-    return PreActResNet(get_spec(data_type, depth), num_classes, bn_mom)
+def get_net(num_classes: int, depth: int, net_type: str = "imagenet", bn_mom: float = 0.9) -> PreActResNet:
+    """Build the (uninitialised) Gluon net for (``net_type``, ``depth``)."""
+    return PreActResNet(get_spec(net_type, depth), num_classes, bn_mom)
 
 
 def symbol_name(gluon_param_name: str) -> str:

@@ -41,11 +41,11 @@ def model_spec(name: str) -> ResNetSpec:
     for pattern, network in _NAMES:
         match = pattern.match(name)
         if match:
-            data_type = "cifar10" if match.group(1) else "imagenet"
+            net_type = "cifar10" if match.group(1) else "imagenet"
             groups = width = None
             if network == "resnext":
                 groups, width = int(match.group(3)), int(match.group(4))
-            return get_spec(data_type, int(match.group(2)), network, groups, width)
+            return get_spec(net_type, int(match.group(2)), network, groups, width)
     raise UserError(f"unknown model name {name!r}; valid: {NAME_PATTERNS} (e.g. resnet50_v2, cifar_resnet164_v2, "
                     f"resnet50_v1, resnext50_32x4d, resnet50_vd)")
 
@@ -54,7 +54,7 @@ def parse_model_name(name: str) -> tuple[str, int]:
     """``'cifar_resnet164_v2'`` -> ``('cifar10', 164)``: the data type and depth of any model name (the family
     and grouping are in :func:`model_spec`); raises a clear error for an unknown name or depth."""
     spec = model_spec(name)
-    return spec.data_type, spec.depth
+    return spec.net_type, spec.depth
 
 
 def build_symbol(spec: ResNetSpec, num_classes: int, **kwargs):
@@ -76,23 +76,23 @@ def build_net(spec: ResNetSpec, num_classes: int, **kwargs):
     return ResNetV1(spec, num_classes, **kwargs)
 
 
-def get_symbol(num_classes: int, depth: int, data_type: str = "imagenet", network: str = "resnet_v2",
+def get_symbol(num_classes: int, depth: int, net_type: str = "imagenet", network: str = "resnet_v2",
                cardinality: int | None = None, bottleneck_width: int | None = None, **kwargs):
-    """The Symbol network of (``data_type``, ``depth``, ``network``); ``cardinality``/``bottleneck_width`` for
+    """The Symbol network of (``net_type``, ``depth``, ``network``); ``cardinality``/``bottleneck_width`` for
     'resnext' (None: 32 and 4). See :func:`symbols.resnet_v2.get_symbol` for the other keywords."""
-    return build_symbol(get_spec(data_type, depth, network, cardinality, bottleneck_width), num_classes, **kwargs)
+    return build_symbol(get_spec(net_type, depth, network, cardinality, bottleneck_width), num_classes, **kwargs)
 
 
-def get_net(num_classes: int, depth: int, data_type: str = "imagenet", network: str = "resnet_v2",
+def get_net(num_classes: int, depth: int, net_type: str = "imagenet", network: str = "resnet_v2",
             cardinality: int | None = None, bottleneck_width: int | None = None, **kwargs):
-    """The Gluon network of (``data_type``, ``depth``, ``network``); see :func:`get_symbol`."""
-    return build_net(get_spec(data_type, depth, network, cardinality, bottleneck_width), num_classes, **kwargs)
+    """The Gluon network of (``net_type``, ``depth``, ``network``); see :func:`get_symbol`."""
+    return build_net(get_spec(net_type, depth, network, cardinality, bottleneck_width), num_classes, **kwargs)
 
 
 def get_model(name: str, num_classes: int | None = None, api: str = "gluon", **kwargs):
     """Build a named model; ``num_classes`` defaults to 10 (CIFAR) or 1000 (ImageNet); ``api`` 'gluon'|'symbol'."""
     spec = model_spec(name)
-    classes = num_classes or (10 if spec.data_type == "cifar10" else 1000)
+    classes = num_classes or (10 if spec.net_type == "cifar10" else 1000)
     if api not in ("gluon", "symbol"):
         raise UserError(f"unknown api {api!r}; valid: gluon, symbol")
     return (build_net if api == "gluon" else build_symbol)(spec, classes, **kwargs)

@@ -60,7 +60,7 @@ def resnet_symbol(spec: ResNetSpec, num_classes: int, bn_mom: float = 0.9, works
     """
     data = mx.sym.Variable(name="data")
     body = _bn(data, "bn_data", bn_mom, fix_gamma=True)
-    if spec.data_type == "cifar10":
+    if spec.net_type == "cifar10":
         body = _conv(body, spec.filters[0], 3, 1, "conv0", workspace)
     else:
         body = _conv(body, spec.filters[0], 7, 2, "conv0", workspace)
@@ -78,7 +78,7 @@ def resnet_symbol(spec: ResNetSpec, num_classes: int, bn_mom: float = 0.9, works
     return mx.sym.SoftmaxOutput(data=fc1, name="softmax")
 
 
-def get_symbol(num_classes: int, depth: int, data_type: str = "imagenet", bn_mom: float = 0.9,
+def get_symbol(num_classes: int, depth: int, net_type: str = "imagenet", bn_mom: float = 0.9,
                workspace: int = 512, memonger: bool = False) -> mx.sym.Symbol:
-    """Build the Symbol for (``data_type``, ``depth``); raises a clear error for an unknown depth."""
-    return resnet_symbol(get_spec(data_type, depth), num_classes, bn_mom, workspace, memonger)
+    """Build the Symbol for (``net_type``, ``depth``); raises a clear error for an unknown depth."""
+    return resnet_symbol(get_spec(net_type, depth), num_classes, bn_mom, workspace, memonger)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from .errors import UserError
 
-DATA_TYPES = ("cifar10", "imagenet")
+NET_TYPES = ("cifar10", "imagenet")
 
 # depth -> (units per stage, bottleneck)
 IMAGENET_UNITS: dict[int, tuple[tuple[int, ...], bool]] = {
@@ -66,17 +66,17 @@ class Family:
     avg_down: bool            # strided projection shortcut = 2x2 avg pool + stride-1 1x1 conv
     cardinality: int          # default groups of the bottleneck's 3x3 conv
     bottleneck_width: int     # default channels per group for each 64 of the unit's plain width
-    data_types: tuple[str, ...]
+    net_types: tuple[str, ...]
     bottleneck_only: bool
     source: str
 
 
 FAMILIES: dict[str, Family] = {f.network: f for f in (
-    Family("resnet_v2", "ResNet-v2", True, "imagenet", False, 1, 64, DATA_TYPES, False,
+    Family("resnet_v2", "ResNet-v2", True, "imagenet", False, 1, 64, NET_TYPES, False,
            "He et al. 2016 (pre-activation), as tornadomeet/ResNet built it"),
-    Family("resnet_v1", "ResNet-v1b", False, "imagenet", False, 1, 64, DATA_TYPES, False,
+    Family("resnet_v1", "ResNet-v1b", False, "imagenet", False, 1, 64, NET_TYPES, False,
            "He et al. 2015, stride on the 3x3 (torchvision resnet*, GluonCV resnet*_v1b)"),
-    Family("resnext", "ResNeXt", False, "imagenet", False, 32, 4, DATA_TYPES, True,
+    Family("resnext", "ResNeXt", False, "imagenet", False, 32, 4, NET_TYPES, True,
            "Xie et al. 2017 (torchvision resnext*, GluonCV resnext*, cifar_resnext29_*)"),
     Family("resnet_vd", "ResNet-vd", False, "deep", True, 1, 64, ("imagenet",), False,
            "He et al. 2019 ResNet-D (PaddleClas ResNet*_vd, GluonCV resnet*_v1d)"),
@@ -92,7 +92,7 @@ class ResNetSpec:
     the bottleneck's 3x3 convolution (1 and 64: a plain ResNet's).
     """
 
-    data_type: str
+    net_type: str
     depth: int
     units: tuple[int, ...]
     filters: tuple[int, ...]
@@ -104,7 +104,7 @@ class ResNetSpec:
 
     def __post_init__(self):
         if not self.stem:
-            object.__setattr__(self, "stem", "cifar" if self.data_type == "cifar10" else "imagenet")
+            object.__setattr__(self, "stem", "cifar" if self.net_type == "cifar10" else "imagenet")
         if self.stem not in STEMS:
             raise UserError(f"unknown stem {self.stem!r}; valid: {', '.join(STEMS)}")
         if self.network not in FAMILIES:
@@ -123,7 +123,7 @@ class ResNetSpec:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """(channels, height, width) of the network's input in the original's training set-up."""
-        return (3, 32, 32) if self.data_type == "cifar10" else (3, 224, 224)
+        return (3, 32, 32) if self.net_type == "cifar10" else (3, 224, 224)
 
     @property
     def pre_activation(self) -> bool:
@@ -165,7 +165,7 @@ class ResNetSpec:
     @property
     def name(self) -> str:
         """The registry name (:func:`symbols.registry.model_names`): ``resnet50_v1``, ``resnext50_32x4d``, ..."""
-        prefix = "cifar_" if self.data_type == "cifar10" else ""
+        prefix = "cifar_" if self.net_type == "cifar10" else ""
         if self.network == "resnext":
             return f"{prefix}resnext{self.depth}_{self.cardinality}x{self.bottleneck_width}d"
         suffix = {"resnet_v2": "v2", "resnet_v1": "v1", "resnet_vd": "vd"}[self.network]
@@ -200,10 +200,10 @@ def _cifar_units(depth: int, bottleneck_only: bool = False) -> tuple[int, bool] 
     return None
 
 
-def valid_depths(data_type: str, network: str = "resnet_v2") -> str:
-    """Human-readable description of the depths accepted for ``data_type`` and ``network``."""
+def valid_depths(net_type: str, network: str = "resnet_v2") -> str:
+    """Human-readable description of the depths accepted for ``net_type`` and ``network``."""
     bottleneck_only = FAMILIES[network].bottleneck_only if network in FAMILIES else False
-    if data_type == "imagenet":
+    if net_type == "imagenet":
         return ", ".join(str(d) for d, (_, b) in IMAGENET_UNITS.items() if b or not bottleneck_only)
     if bottleneck_only:
         return f"(depth-2)%9==0 from 11 (bottleneck units), e.g. {', '.join(map(str, CIFAR_RESNEXT_NAMED_DEPTHS))}"
@@ -228,35 +228,36 @@ def family_defaults(network: str, cardinality: int | None = None,
     return groups, width
 
 
-def get_spec(data_type: str, depth: int, network: str = "resnet_v2", cardinality: int | None = None,
+def get_spec(net_type: str, depth: int, network: str = "resnet_v2", cardinality: int | None = None,
              bottleneck_width: int | None = None) -> ResNetSpec:
-    """Look up the architecture for ``data_type`` ('cifar10' or 'imagenet'), ``depth`` and ``network``
+    """Look up the architecture for ``net_type`` ('cifar10' or 'imagenet'), ``depth`` and ``network``
     (:data:`NETWORKS`; ``cardinality``/``bottleneck_width`` for 'resnext', None for the family's defaults).
 
     Raises :class:`UserError` naming the valid choices when any of them is unknown or they do not fit together.
     """
-    if data_type not in DATA_TYPES:
-        raise UserError(f"unknown data type {data_type!r}; valid: {', '.join(DATA_TYPES)}")
+    if net_type not in NET_TYPES:
+        raise UserError(f"unknown network type {net_type!r} (the input scale: cifar10 32x32, imagenet 224x224); "
+                        f"valid: {', '.join(NET_TYPES)}")
     groups, width = family_defaults(network, cardinality, bottleneck_width)
     family = FAMILIES[network]
-    if data_type not in family.data_types:
-        others = ", ".join(n for n, f in FAMILIES.items() if data_type in f.data_types)
-        raise UserError(f"--network {network} is defined for {', '.join(family.data_types)} only (its deep stem "
-                        f"downsamples 4x); valid networks for {data_type}: {others}")
-    title = f"{data_type} {family.title}"
-    if data_type == "imagenet":
+    if net_type not in family.net_types:
+        others = ", ".join(n for n, f in FAMILIES.items() if net_type in f.net_types)
+        raise UserError(f"--network {network} is defined for {', '.join(family.net_types)} only (its deep stem "
+                        f"downsamples 4x); valid networks for {net_type}: {others}")
+    title = f"{net_type} {family.title}"
+    if net_type == "imagenet":
         found = IMAGENET_UNITS.get(depth)
         if found is None or (family.bottleneck_only and not found[1]):
-            raise UserError(f"no {title} of depth {depth}; valid depths: {valid_depths(data_type, network)}")
+            raise UserError(f"no {title} of depth {depth}; valid depths: {valid_depths(net_type, network)}")
         units, bottleneck = found
-        return ResNetSpec(data_type, depth, units, IMAGENET_FILTERS[bottleneck], bottleneck, network, groups,
+        return ResNetSpec(net_type, depth, units, IMAGENET_FILTERS[bottleneck], bottleneck, network, groups,
                           width, family.imagenet_stem)
     found = _cifar_units(depth, family.bottleneck_only)
     if found is None:
-        raise UserError(f"no {title} of depth {depth}; valid depths: {valid_depths(data_type, network)}")
+        raise UserError(f"no {title} of depth {depth}; valid depths: {valid_depths(net_type, network)}")
     per_stage, bottleneck = found
     filters = CIFAR_RESNEXT_FILTERS if network == "resnext" else CIFAR_FILTERS[bottleneck]
-    return ResNetSpec(data_type, depth, (per_stage,) * 3, filters, bottleneck, network, groups, width, "cifar")
+    return ResNetSpec(net_type, depth, (per_stage,) * 3, filters, bottleneck, network, groups, width, "cifar")
 
 
 def add_network_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:

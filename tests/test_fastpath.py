@@ -223,17 +223,17 @@ def _module_step(sym, args: dict, aux: dict, data: np.ndarray, label: np.ndarray
     return out, grads, {k: v.asnumpy() for k, v in new_args.items()}, {k: v.asnumpy() for k, v in new_aux.items()}
 
 
-@pytest.mark.parametrize("data_type,depth,size,counts", [
+@pytest.mark.parametrize("net_type,depth,size,counts", [
     ("cifar10", 20, 32, {"bn_relu": 19, "mean_pool": 1}),
     ("imagenet", 18, 64, {"bn_relu": 17, "mean_pool": 1}),  # 8 units x 2 + bn1; bn0+relu0 feeds pool0: unfused
 ])
-def test_training_graph_same_step(data_type, depth, size, counts, cifar_tar, photos_dir):
+def test_training_graph_same_step(net_type, depth, size, counts, cifar_tar, photos_dir):
     from symbols import get_symbol
 
-    classes = 10 if data_type == "cifar10" else 1000
-    data = cifar_images(cifar_tar, 16) if data_type == "cifar10" else photo_batch(photos_dir, size)
+    classes = 10 if net_type == "cifar10" else 1000
+    data = cifar_images(cifar_tar, 16) if net_type == "cifar10" else photo_batch(photos_dir, size)
     label = np.arange(len(data)) % classes
-    sym = get_symbol(classes, depth, data_type)
+    sym = get_symbol(classes, depth, net_type)
     fast, made = fastpath.training_graph(sym)
     assert made == counts
     assert fast.list_arguments() == sym.list_arguments()

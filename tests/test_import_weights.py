@@ -262,9 +262,9 @@ def test_layer_table_is_gluoncvs(name):
             parse_gluoncv_model(name)
 
 
-@pytest.mark.parametrize("name,depth,data_type", [("resnet18_v2", 18, "imagenet"),
+@pytest.mark.parametrize("name,depth,net_type", [("resnet18_v2", 18, "imagenet"),
                                                   ("cifar_resnet20_v2", 20, "cifar10")])
-def test_refused_models_differ_when_mapped_naively(name, depth, data_type):
+def test_refused_models_differ_when_mapped_naively(name, depth, net_type):
     """Why resnet18/34_v2 and the CIFAR v2 networks are refused: the closest mapping (every layer copied, an identity
     matrix for the projection GluonCV lacks, GluonCV's projection of x taken as the projection of relu(bn1(x)))
     does not give GluonCV's outputs, because this network's first unit of a stage cannot see x past the ReLU."""
@@ -273,19 +273,19 @@ def test_refused_models_differ_when_mapped_naively(name, depth, data_type):
     from resnetv2.importer import map_arrays
     from symbols import get_symbol
 
-    classes = 10 if data_type == "cifar10" else 1000
+    classes = 10 if net_type == "cifar10" else 1000
     net = random_gluoncv(name, classes)
-    mean, std = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)) if data_type == "cifar10" else (
+    mean, std = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)) if net_type == "cifar10" else (
         (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     params = {k: p.data() for k, p in net._collect_params_with_prefix().items()}
-    ours = map_arrays(params, data_type, depth, rgb_mean=mean, rgb_std=std)
+    ours = map_arrays(params, net_type, depth, rgb_mean=mean, rgb_std=std)
     width = ours["stage1_unit1_conv1_weight"].shape[1]
     assert "stage1_unit1_sc_weight" not in ours
     ours["stage1_unit1_sc_weight"] = np.eye(width).reshape(width, width, 1, 1)
-    symbol = get_symbol(classes, depth, data_type)
+    symbol = get_symbol(classes, depth, net_type)
     arg = {k: mx.nd.array(v) for k, v in ours.items() if not k.endswith(("moving_mean", "moving_var"))}
     aux = {k: mx.nd.array(v) for k, v in ours.items() if k.endswith(("moving_mean", "moving_var"))}
-    size = 32 if data_type == "cifar10" else 64
+    size = 32 if net_type == "cifar10" else 64
     raw = images(4, size)
     want = net(mx.nd.array(normalise(raw, mean, std))).asnumpy()
     got = fc1_logits(symbol, arg, aux, raw)

@@ -144,12 +144,12 @@ def _every_depth():
             + [("cifar10", d, (2, 3, 32, 32)) for d in CIFAR_NAMED_DEPTHS])
 
 
-@pytest.mark.parametrize("data_type,depth,shape", _every_depth())
-def test_planner_on_every_depth(data_type, depth, shape):
+@pytest.mark.parametrize("net_type,depth,shape", _every_depth())
+def test_planner_on_every_depth(net_type, depth, shape):
     """Shape inference only (no bind): the hinted split points are exactly the sums that end a unit followed by
     an identity unit, and every budget gives a valid plan."""
-    spec = get_spec(data_type, depth)
-    sym = get_symbol(10, depth, data_type, memonger=True)
+    spec = get_spec(net_type, depth)
+    sym = get_symbol(10, depth, net_type, memonger=True)
     graph = memonger._graph(sym, {"data": shape}, None)
     split = memonger.candidates(graph)
     names = [graph.nodes[i]["name"] for i in split]

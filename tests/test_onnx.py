@@ -30,7 +30,7 @@ def load_tool(relpath: str):
     return sys.modules[name]
 
 
-def random_checkpoint(prefix: Path, depth: int, data_type: str, num_classes: int, epoch: int = 1,
+def random_checkpoint(prefix: Path, depth: int, net_type: str, num_classes: int, epoch: int = 1,
                       seed: int = 0, calibrate: bool = True, **network) -> str:
     """Save a checkpoint ``prefix``/``epoch`` of a random-weight ResNet-v2 (or the family ``network`` names:
     ``network='resnext', cardinality=32``, ...) as training would (Symbol ending in SoftmaxOutput,
@@ -44,10 +44,10 @@ def random_checkpoint(prefix: Path, depth: int, data_type: str, num_classes: int
 
     from symbols import get_symbol
 
-    size = 112 if data_type == "imagenet" else 32  # statistics of half-size images: 4x cheaper, close enough
+    size = 112 if net_type == "imagenet" else 32  # statistics of half-size images: 4x cheaper, close enough
     rng = np.random.RandomState(seed)
     # bn_mom 0: the running statistics become exactly this batch's (MXNet updates them in backward).
-    exe = get_symbol(num_classes, depth, data_type, bn_mom=0.0, **network).simple_bind(
+    exe = get_symbol(num_classes, depth, net_type, bn_mom=0.0, **network).simple_bind(
         mx.cpu(), data=(2, 3, size, size), softmax_label=(2,), grad_req="write" if calibrate else "null")
     init = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
     mx.random.seed(seed)
@@ -75,23 +75,23 @@ def random_checkpoint(prefix: Path, depth: int, data_type: str, num_classes: int
             v = v * rng.uniform(0.8, 1.25, v.shape) if name.endswith("_var") else v + rng.normal(0, 0.05, v.shape)
         aux[name] = mx.nd.array(v)
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    mx.model.save_checkpoint(str(prefix), epoch, get_symbol(num_classes, depth, data_type, **network), arg, aux)
+    mx.model.save_checkpoint(str(prefix), epoch, get_symbol(num_classes, depth, net_type, **network), arg, aux)
     return str(prefix)
 
 
-@pytest.mark.parametrize("depth,data_type,num_classes,network", [
+@pytest.mark.parametrize("depth,net_type,num_classes,network", [
     (50, "imagenet", 1000, "resnet_v2"), (164, "cifar10", 10, "resnet_v2"),
     (50, "imagenet", 1000, "resnet_v1"),
     (50, "imagenet", 1000, "resnext"),  # grouped 3x3 convolutions (32 groups)
     (18, "imagenet", 1000, "resnet_vd"),  # deep stem, ceil-mode average pools without padding in the shortcut
 ])
-def test_onnx_runtime_equals_mxnet(tmp_path, depth, data_type, num_classes, network):
+def test_onnx_runtime_equals_mxnet(tmp_path, depth, net_type, num_classes, network):
     import onnx
 
     from resnetv2.predictor import load_model
 
     export = load_tool("tools/export_onnx.py")
-    prefix = random_checkpoint(tmp_path / f"resnet-{data_type}-{depth}-0", depth, data_type, num_classes,
+    prefix = random_checkpoint(tmp_path / f"resnet-{net_type}-{depth}-0", depth, net_type, num_classes,
                                network=network)
     out = tmp_path / "model.onnx"
     report = export.export_onnx(prefix, 1, out, check_batch=3)
@@ -100,7 +100,7 @@ def test_onnx_runtime_equals_mxnet(tmp_path, depth, data_type, num_classes, netw
     graph = onnx.load(str(out)).graph
     [inp] = graph.input  # only the image: weights are initializers, not inputs
     dims = inp.type.tensor_type.shape.dim
-    size = 224 if data_type == "imagenet" else 32
+    size = 224 if net_type == "imagenet" else 32
     assert inp.name == "data" and not dims[0].HasField("dim_value")  # dynamic batch dimension
     assert [d.dim_value for d in dims[1:]] == [3, size, size]
 

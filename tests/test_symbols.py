@@ -24,8 +24,8 @@ PUBLISHED_PARAMS = {
 }
 
 
-def shape_of(data_type: str, batch: int = 1) -> tuple[int, ...]:
-    return (batch,) + get_spec(data_type, 20 if data_type == "cifar10" else 18).image_shape
+def shape_of(net_type: str, batch: int = 1) -> tuple[int, ...]:
+    return (batch,) + get_spec(net_type, 20 if net_type == "cifar10" else 18).image_shape
 
 
 def learnable_count(sym: mx.sym.Symbol, data_shape) -> int:
@@ -35,9 +35,9 @@ def learnable_count(sym: mx.sym.Symbol, data_shape) -> int:
 
 @pytest.mark.parametrize("key", sorted(PUBLISHED_PARAMS))
 def test_parameter_count_matches_published(key):
-    data_type, depth = key
-    classes = 10 if data_type == "cifar10" else 1000
-    assert learnable_count(get_symbol(classes, depth, data_type), shape_of(data_type)) == PUBLISHED_PARAMS[key]
+    net_type, depth = key
+    classes = 10 if net_type == "cifar10" else 1000
+    assert learnable_count(get_symbol(classes, depth, net_type), shape_of(net_type)) == PUBLISHED_PARAMS[key]
 
 
 def test_spec_table_is_the_originals():
@@ -51,25 +51,25 @@ def test_spec_table_is_the_originals():
     assert get_spec("cifar10", 20).filters == (16, 16, 32, 64)
 
 
-@pytest.mark.parametrize("data_type,depth", [("imagenet", 51), ("imagenet", 20), ("cifar10", 21),
+@pytest.mark.parametrize("net_type,depth", [("imagenet", 51), ("imagenet", 20), ("cifar10", 21),
                                              ("cifar10", 170), ("cifar10", 4), ("mnist", 20)])
-def test_invalid_depth_is_a_clear_error(data_type, depth):
+def test_invalid_depth_is_a_clear_error(net_type, depth):
     with pytest.raises(UserError, match="valid"):
-        get_symbol(10, depth, data_type)
+        get_symbol(10, depth, net_type)
     with pytest.raises(UserError, match="valid"):
-        get_net(10, depth, data_type)
+        get_net(10, depth, net_type)
 
 
 ALL_DEPTHS = [("imagenet", d) for d in IMAGENET_UNITS] + [("cifar10", d) for d in CIFAR_NAMED_DEPTHS]
 
 
-@pytest.mark.parametrize("data_type,depth", ALL_DEPTHS)
-def test_output_shape_every_depth(data_type, depth):
+@pytest.mark.parametrize("net_type,depth", ALL_DEPTHS)
+def test_output_shape_every_depth(net_type, depth):
     # 42 classes: a wrong head cannot pass by accident.
-    data_shape = shape_of(data_type, batch=2)
-    _, out_shapes, _ = get_symbol(42, depth, data_type).infer_shape(data=data_shape)
+    data_shape = shape_of(net_type, batch=2)
+    _, out_shapes, _ = get_symbol(42, depth, net_type).infer_shape(data=data_shape)
     assert out_shapes == [(2, 42)]
-    gluon_out = get_net(42, depth, data_type)(mx.sym.var("data"))
+    gluon_out = get_net(42, depth, net_type)(mx.sym.var("data"))
     assert gluon_out.infer_shape(data=data_shape)[1] == [(2, 42)]
 
 
@@ -124,15 +124,15 @@ def random_params(sym: mx.sym.Symbol, data_shape, seed: int = 0):
     return args, aux
 
 
-@pytest.mark.parametrize("data_type,depth", [("cifar10", 20), ("cifar10", 164), ("imagenet", 18), ("imagenet", 50)])
-def test_symbol_equals_gluon(data_type, depth):
+@pytest.mark.parametrize("net_type,depth", [("cifar10", 20), ("cifar10", 164), ("imagenet", 18), ("imagenet", 50)])
+def test_symbol_equals_gluon(net_type, depth):
     classes = 7
-    data_shape = shape_of(data_type, batch=4)
-    sym = get_symbol(classes, depth, data_type)
+    data_shape = shape_of(net_type, batch=4)
+    sym = get_symbol(classes, depth, net_type)
     args, aux = random_params(sym, data_shape)
     x = mx.nd.array(np.random.RandomState(1).uniform(0, 255, data_shape))
 
-    net = get_net(classes, depth, data_type)
+    net = get_net(classes, depth, net_type)
     load_symbol_params(net, args, aux)
     net.hybridize()
     logits = sym.get_internals()["fc1_output"]
@@ -182,13 +182,13 @@ def test_against_gluoncv(name):
     a projection shortcut on the first unit of every stage even when channels match, and a learned
     bn_data beta (GluonCV's first BN has neither gamma nor beta)."""
     gluoncv = pytest.importorskip("gluoncv")
-    data_type, depth = parse_model_name(name)
-    classes = 10 if data_type == "cifar10" else 1000
-    shape = shape_of(data_type)
+    net_type, depth = parse_model_name(name)
+    classes = 10 if net_type == "cifar10" else 1000
+    shape = shape_of(net_type)
     theirs = gluoncv.model_zoo.get_model(name, classes=classes)
     theirs.initialize()
     theirs(mx.nd.zeros(shape))
-    ours = get_net(classes, depth, data_type)
+    ours = get_net(classes, depth, net_type)
     ours.initialize()
     ours(mx.nd.zeros(shape))
 
