@@ -777,3 +777,21 @@ def read_labels(rec: str | os.PathLike) -> Iterator[tuple[int, float]]:
     """Yield ``(id, label)`` for each record of ``rec`` in file order, without decoding images."""
     for header, _ in _read_payloads(rec):
         yield header.id, float(header.label)
+
+
+def subset_records(src: str | os.PathLike, dst: str | os.PathLike, labels: dict[int, int]) -> int:
+    """Copy the records of ``src`` whose label is a key of ``labels`` to ``dst`` (+ ``.idx``, written beside and
+    renamed into place), relabelled to ``labels[label]`` and renumbered 0..n-1; image bytes unchanged. Returns n.
+
+    E.g. a fine-tuning task from a packed set: ``{5: 0, 6: 1, 7: 2, 8: 3, 9: 4}`` keeps the digits 5-9 as classes
+    0-4."""
+    import mxnet as mx
+
+    count = 0
+    with record_writer(Path(dst)) as writer:
+        for header, data in _read_payloads(src):
+            label = int(np.asarray(header.label).ravel()[0])
+            if label in labels:
+                writer.write_idx(count, mx.recordio.pack(header._replace(label=float(labels[label]), id=count), data))
+                count += 1
+    return count

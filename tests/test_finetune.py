@@ -17,27 +17,10 @@ from conftest import run_train
 
 import resnetv2  # noqa: F401
 from resnetv2.errors import run_cli
+from resnetv2.im2rec import subset_records
 
 FLAGS = ["--data-type", "folder", "--image-shape", "3,32,32", "--num-classes", "5", "--depth", "8",
          "--batch-size", "32", "--preprocess-threads", "1", "--frequent", "10", "--seed", "2", "--lr", "0.1"]
-
-
-def subset_records(src: Path, dst: Path, labels: dict[int, int]) -> int:
-    """Copy the records of ``src`` whose label is a key of ``labels`` to ``dst`` (with an .idx), relabelled."""
-    import mxnet as mx
-
-    reader = mx.recordio.MXIndexedRecordIO(str(src.with_suffix(".idx")), str(src), "r")
-    writer = mx.recordio.MXIndexedRecordIO(str(dst.with_suffix(".idx")), str(dst), "w")
-    count = 0
-    for key in reader.keys:
-        header, image = mx.recordio.unpack(reader.read_idx(key))
-        label = int(np.asarray(header.label).ravel()[0])
-        if label in labels:
-            writer.write_idx(count, mx.recordio.pack(header._replace(label=float(labels[label]), id=count), image))
-            count += 1
-    writer.close()
-    reader.close()
-    return count
 
 
 @pytest.fixture(scope="module")
@@ -70,19 +53,18 @@ def pretrained(halves, tmp_path_factory) -> str:
 
 @pytest.mark.parametrize("api", ["module", "gluon"])
 def test_finetuning_beats_training_from_scratch(halves, pretrained, tmp_path, api):
-    """Two epochs (44 updates) on the digits 5-9: from the 0-4 weights vs from scratch (measured: 84 % vs 65 % of
-    the 180 held-out images, Module). The log says what was loaded (every array but the classifier) and what was
-    initialised afresh (fc1)."""
-    scratch = run_train([*data_flags(halves, "high"), "--end-epoch", "2", "--api", api,
-                         "--model-prefix", tmp_path / "scratch"])
-    tuned = run_train([*data_flags(halves, "high"), "--end-epoch", "2", "--api", api,
-                       "--model-prefix", tmp_path / "tuned", "--finetune", pretrained])
+    """Four epochs (88 updates, cosine) on the digits 5-9: from the 0-4 weights vs from scratch (bench/finetune.py
+    measured 92 % vs 84 % of the 180 held-out images). The log says what was loaded (every array but the
+    classifier) and what was initialised afresh (fc1)."""
+    flags = [*data_flags(halves, "high"), "--end-epoch", "4", "--lr-mode", "cosine", "--api", api]
+    scratch = run_train([*flags, "--model-prefix", tmp_path / "scratch"])
+    tuned = run_train([*flags, "--model-prefix", tmp_path / "tuned", "--finetune", pretrained])
     assert scratch.returncode == 0 and tuned.returncode == 0, tuned.stderr[-3000:]
     assert re.search(rf"--finetune {re.escape(pretrained)}-0008.params: loaded \d+ arrays", tuned.stdout)
     assert "--finetune: initialised afresh 2: fc1_bias, fc1_weight" in tuned.stdout
-    from_scratch, finetuned = stats_of(scratch.stdout)[-1], stats_of(tuned.stdout)[-1]
-    assert finetuned["val-accuracy"] > from_scratch["val-accuracy"] + 0.1, (finetuned, from_scratch)
-    assert finetuned["lr"] == 0.1  # a fresh schedule: --lr, not the pretrained run's (cosine, ended near 0)
+    from_scratch, finetuned = stats_of(scratch.stdout), stats_of(tuned.stdout)
+    assert finetuned[-1]["val-accuracy"] > from_scratch[-1]["val-accuracy"] + 0.04, (finetuned, from_scratch)
+    assert finetuned[0]["lr"] > 0.05  # a fresh schedule from --lr, not the pretrained run's (cosine, ended near 0)
 
 
 def test_frozen_stages_and_body_rate(halves, pretrained, tmp_path):
