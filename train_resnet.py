@@ -8,18 +8,18 @@ Checkpoints go to ``model/resnet-{data_type}-{depth}-{rank}-NNNN.params`` (+ ``-
 """
 from __future__ import annotations
 
-import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
-from resnetv2.distributed import fail_fast_in_job
-from resnetv2.errors import run_cli
-from resnetv2.train_args import parse_args
+import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
+from resnet_toolkit.distributed import fail_fast_in_job
+from resnet_toolkit.errors import run_cli
+from resnet_toolkit.train_args import parse_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    from resnetv2 import runtime
+    from resnet_toolkit import runtime
 
-    runtime.configure()  # process-level speed settings, before MXNet loads (see resnetv2/runtime.py)
+    runtime.configure()  # process-level speed settings, before MXNet loads (see resnet_toolkit/runtime.py)
     args = parse_args(argv)
-    from resnetv2.fit import fit
+    from resnet_toolkit.fit import fit
 
     with fail_fast_in_job("train_resnet.py"):  # a failed worker of a distributed job exits at once, never hangs
         result = fit(args)

@@ -49,8 +49,8 @@ def main() -> int:
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
-    import resnetv2  # noqa: F401
-    from resnetv2.im2rec import pack_digits, subset_records
+    import resnet_toolkit  # noqa: F401
+    from resnet_toolkit.im2rec import pack_digits, subset_records
 
     work = Path(tempfile.mkdtemp(prefix="finetune-bench-"))
     pack_digits(work / "digits", progress=False)

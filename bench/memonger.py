@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import resnetv2  # noqa: F401  (numpy shim before mxnet)
-from resnetv2.errors import UserError, run_cli
-from resnetv2.fileio import atomic_write_text
+import resnet_toolkit  # noqa: F401  (numpy shim before mxnet)
+from resnet_toolkit.errors import UserError, run_cli
+from resnet_toolkit.fileio import atomic_write_text
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIGS = ("cifar10:1001:64", "imagenet:200:8")

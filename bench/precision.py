@@ -2,12 +2,13 @@
 
 Cells (``--what train``: forward, backward, NAG update on a fixed random batch; ``--what infer``: one forward):
 
-- ``ours/fp32``     : this project's Symbol through ``mx.mod.Module``, :mod:`resnetv2.fastpath`'s graphs (the
+- ``ours/fp32``     : this project's Symbol through ``mx.mod.Module``, :mod:`resnet_toolkit.fastpath`'s graphs (the
   training graph; the folded, fused inference model): the float32 baseline of today's bench/throughput.py;
-- ``ours/bf16``     : train only: the same training graph through :func:`resnetv2.precision.mixed_precision_symbol`
+- ``ours/bf16``     : train only: the same training graph through
+  :func:`resnet_toolkit.precision.mixed_precision_symbol`
   (convolutions and FC in bfloat16; BN, softmax, weights float32);
 - ``ours/bf16-mxbn``: train only: MXNet AMP's own lists (BatchNorm also reads/writes bfloat16);
-- ``ours/int8``     : infer only: :func:`resnetv2.quantize`'s oneDNN INT8 graph (naive calibration on 2 random
+- ``ours/int8``     : infer only: :func:`resnet_toolkit.quantize`'s oneDNN INT8 graph (naive calibration on 2 random
   batches: fine for speed, meaningless for accuracy);
 - ``gluoncv/fp32``  : GluonCV's ``*_v2`` model, hybridized with static memory (as bench/throughput.py);
 - ``torch/fp32``, ``torch/bf16`` (``torch.autocast('cpu', torch.bfloat16)``), ``torch/int8`` (FX graph-mode
@@ -63,8 +64,8 @@ def torch_keys(what: str) -> list[str]:
 def _ours(model: str, batch: int, variant: str, what: str):
     import mxnet as mx
 
-    from resnetv2 import fastpath
-    from resnetv2.precision import mixed_precision_symbol
+    from resnet_toolkit import fastpath
+    from resnet_toolkit.precision import mixed_precision_symbol
     from symbols import get_model
 
     shape, classes = tp.model_shape(model)
@@ -97,7 +98,7 @@ def _ours(model: str, batch: int, variant: str, what: str):
     else:
         from mxnet.contrib.quantization import quantize_model_mkldnn
 
-        from resnetv2.quantize import Int8Executor
+        from resnet_toolkit.quantize import Int8Executor
 
         calib = mx.io.NDArrayIter(mx.nd.random.uniform(0, 255, (2 * batch,) + shape), batch_size=batch)
         qsym, qarg, qaux = quantize_model_mkldnn(
@@ -117,9 +118,9 @@ def _gluoncv(model: str, batch: int, variant: str, what: str):
 def run_server(spec: dict) -> int:
     """Worker entry: build every MXNet step of one cell, then serve (bench/throughput.py's protocol)."""
     if spec["configure"]:
-        from resnetv2 import runtime
+        from resnet_toolkit import runtime
         runtime.configure()
-    import resnetv2  # noqa: F401  (numpy shim before mxnet)
+    import resnet_toolkit  # noqa: F401  (numpy shim before mxnet)
     builders = {"ours": _ours, "gluoncv": _gluoncv}
     steps = {}
     for key in spec["keys"]:
@@ -183,7 +184,7 @@ serve(steps)
 def run_kernel_step(spec: dict) -> int:
     """Worker entry for ``--kernels``: build one MXNet step, run it twice (primitives created), print a marker,
     run it once more: the oneDNN verbose lines after the marker are one step's kernels."""
-    import resnetv2  # noqa: F401  (numpy shim before mxnet)
+    import resnet_toolkit  # noqa: F401  (numpy shim before mxnet)
     engine, variant = spec["key"].split("/")
     step = {"ours": _ours, "gluoncv": _gluoncv}[engine](spec["model"], spec["batch"], variant, spec["what"])
     step()
@@ -318,7 +319,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from resnetv2.errors import UserError
+    from resnet_toolkit.errors import UserError
     from symbols import parse_model_name
 
     args = parse_args(argv)
@@ -357,8 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         for model, batch, what in raw:
             print(show_kernels(model, batch, what, args, env))
     if args.json:
-        from resnetv2.fileio import atomic_write_text
-        from resnetv2.precision import cpu_flags, native_bf16
+        from resnet_toolkit.fileio import atomic_write_text
+        from resnet_toolkit.precision import cpu_flags, native_bf16
 
         report = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "threads": args.threads,
                   "native_bf16": native_bf16(), "vnni": "avx512_vnni" in cpu_flags(),
@@ -373,5 +374,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from resnetv2.errors import run_cli
+    from resnet_toolkit.errors import run_cli
     run_cli(main)

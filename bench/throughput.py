@@ -14,13 +14,13 @@ Engines, each a training step (forward, backward, update) or an inference forwar
   a few lines (same layers, same parameter count). Models with neither are timed without a PyTorch column.
 
 Ours run in two variants: ``base`` (the code before any speed work: plain graph, ``hybridize()``) and ``fast``
-(:mod:`resnetv2.fastpath`: training-graph rewrites, folded/fused inference graph, static memory).
+(:mod:`resnet_toolkit.fastpath`: training-graph rewrites, folded/fused inference graph, static memory).
 
 Timing is interleaved: every MXNet engine lives in one worker process and PyTorch in another, both kept alive
 for a cell, and each round runs one step of every engine in turn (rotating order). Load from other processes on
 a shared machine then falls on all engines alike, and each ratio is the median over rounds of the ratio of two
 step times measured seconds apart. Process-level settings (threads) are therefore the same for every MXNet
-engine in a run: ``--threads N`` for all engines, else :func:`resnetv2.runtime.configure` for MXNet and
+engine in a run: ``--threads N`` for all engines, else :func:`resnet_toolkit.runtime.configure` for MXNet and
 PyTorch's own default. Output: a Markdown table (img/s, ratios, p50/p90 step latency in ms) and ``--json``.
 
     .venv/bin/python bench/throughput.py --models cifar_resnet20_v2 --torch-python /tmp/ptv/bin/python
@@ -83,7 +83,7 @@ def _mx_data(batch: int, shape: tuple, classes: int):
 def _build_module(model: str, batch: int, variant: str, what: str):
     import mxnet as mx
 
-    from resnetv2 import fastpath
+    from resnet_toolkit import fastpath
     from symbols import get_model
 
     shape, classes = model_shape(model)
@@ -147,7 +147,7 @@ def _build_gluon(model: str, batch: int, variant: str, what: str):
     import mxnet as mx
     from mxnet import gluon
 
-    from resnetv2 import fastpath
+    from resnet_toolkit import fastpath
     from symbols import get_model
 
     shape, classes = model_shape(model)
@@ -320,9 +320,9 @@ def run_server(args: argparse.Namespace) -> int:
     """Subprocess entry for the MXNet engines of one (model, batch, what): build every requested step, serve."""
     spec = json.loads(args.serve)
     if spec["configure"]:
-        from resnetv2 import runtime
+        from resnet_toolkit import runtime
         runtime.configure()
-    import resnetv2  # noqa: F401  (numpy shim before mxnet)
+    import resnet_toolkit  # noqa: F401  (numpy shim before mxnet)
     steps = {}
     for key in spec["keys"]:
         engine, variant = key.split("/")
@@ -476,7 +476,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--torch-nchw", action="store_true", help="PyTorch in NCHW instead of channels_last")
     p.add_argument("--threads", type=int, default=None,
                    help="the same OpenMP/intra-op thread count for every engine (default: each one's own: "
-                        "MXNet engines resnetv2.runtime's choice, PyTorch all cores)")
+                        "MXNet engines resnet_toolkit.runtime's choice, PyTorch all cores)")
     p.add_argument("--json", type=Path, default=None, help="write every cell, step time and ratio here")
     p.add_argument("--profile-dir", type=Path, default=None,
                    help="after timing, profile 3 steps of each MXNet engine per op (MXNet profiler) into this "
@@ -486,7 +486,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from resnetv2.errors import UserError
+    from resnet_toolkit.errors import UserError
     from symbols import parse_model_name
 
     args = parse_args(argv)
@@ -531,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
                                for (m, b, w), cells in raw.items() for t, ts in cells.items()],
               "ratios": ratio}
     if args.json:
-        from resnetv2.fileio import atomic_write_text
+        from resnet_toolkit.fileio import atomic_write_text
         atomic_write_text(args.json, json.dumps(report, indent=1) + "\n")
     else:
         print(json.dumps(ratio))
@@ -540,5 +540,5 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(REPO))
-    from resnetv2.errors import run_cli
+    from resnet_toolkit.errors import run_cli
     run_cli(main)

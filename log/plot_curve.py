@@ -4,7 +4,7 @@
     python log/plot_curve.py --logs resnet-cifar10-164-0.log,other.log --out curve.png [--metric top5] [--csv t.csv]
 
 One colour per log, legend by file name, axes fitted to the data. Reads every age of MXNet's log lines (see
-``resnetv2.logparse``); a restarted run appended to the same log keeps the latest values.
+``resnet_toolkit.logparse``); a restarted run appended to the same log keeps the latest values.
 """
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import resnetv2  # noqa: F401  (numpy compatibility before anything imports mxnet)
-from resnetv2.errors import UserError, run_cli
-from resnetv2.fileio import atomic_path
-from resnetv2.logparse import EpochRecord, error_series, parse_file, to_csv
+import resnet_toolkit  # noqa: F401  (numpy compatibility before anything imports mxnet)
+from resnet_toolkit.errors import UserError, run_cli
+from resnet_toolkit.fileio import atomic_path
+from resnet_toolkit.logparse import EpochRecord, error_series, parse_file, to_csv
 
 FORMATS = ("png", "pdf", "svg")
 

@@ -15,9 +15,9 @@ import os
 import sys
 from pathlib import Path
 
-import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
-from resnetv2.errors import UserError, run_cli
-from resnetv2.predictor import (
+import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
+from resnet_toolkit.errors import UserError, run_cli
+from resnet_toolkit.predictor import (
     find_images,
     format_prediction,
     load_model_from_flags,

@@ -3,7 +3,8 @@
 MXNet 1.9.1 (the last release) refers to ``np.bool``, which numpy removed in 1.24. On Python <= 3.11 the
 requirements pin numpy 1.23.5 and this module does nothing; on Python 3.12 (numpy 1.26.x) it restores the alias.
 Import it before the first ``import mxnet`` in every entry point; ``symbols`` imports it on its own, and the
-library (``resnetv2``) imports ``symbols`` first, so ``import resnetv2`` (or ``import symbols``) first is enough.
+library (``resnet_toolkit``) imports ``symbols`` first, so ``import resnet_toolkit`` (or ``import symbols``) first
+is enough.
 """
 import warnings
 

@@ -1,5 +1,5 @@
 """The one exception for a user's mistake, defined in the lowest layer so that both ``symbols`` (an unknown depth or
-network) and the library (``resnetv2.errors``, which prints it as one line) use it without importing each other
+network) and the library (``resnet_toolkit.errors``, which prints it as one line) use it without importing each other
 in a circle."""
 
 

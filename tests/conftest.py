@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
+import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RESNETV2_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -18,7 +18,7 @@ def run_wrapper(argv: list, capsys) -> tuple[int, str, str]:
     """Run ``tools/im2rec_wrapper.py`` in-process (argv items may be paths): (exit code, stdout, stderr)."""
     import importlib.util
 
-    from resnetv2.errors import run_cli
+    from resnet_toolkit.errors import run_cli
 
     spec = importlib.util.spec_from_file_location("im2rec_wrapper", ROOT / "tools" / "im2rec_wrapper.py")
     wrapper = importlib.util.module_from_spec(spec)
@@ -50,7 +50,7 @@ def photos_dir() -> Path:
 def cifar_rec_dir(tmp_path_factory) -> Path:
     """A folder holding the whole CIFAR-10 tarball packed once per session (pass-through, seed 0):
     cifar10_train.rec/.idx (50,000), cifar10_val.rec/.idx (10,000) and synset.txt. About 15 s on 2 cores."""
-    from resnetv2.im2rec import pack_cifar10
+    from resnet_toolkit.im2rec import pack_cifar10
 
     tar = need(CIFAR_TAR)
     out = tmp_path_factory.mktemp("cifar10_rec")
@@ -94,7 +94,7 @@ def trained_cifar(cifar_rec_dir, tmp_path_factory):
 def digits_dir(tmp_path_factory) -> Path:
     """scikit-learn's digits packed as the demo packs them (1,437 train / 360 held-out images, 32x32); needs no
     ../shared/data."""
-    from resnetv2.im2rec import pack_digits
+    from resnet_toolkit.im2rec import pack_digits
 
     out = tmp_path_factory.mktemp("digits")
     pack_digits(out, progress=False)

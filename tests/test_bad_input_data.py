@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 from conftest import run_wrapper as run_tool
 
-from resnetv2.data import get_layout, make_train_iter
-from resnetv2.errors import UserError
-from resnetv2.im2rec import Transform, make_lists, pack_lst, read_labels, read_lst, read_records
+from resnet_toolkit.data import get_layout, make_train_iter
+from resnet_toolkit.errors import UserError
+from resnet_toolkit.im2rec import Transform, make_lists, pack_lst, read_labels, read_lst, read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "im2rec_wrapper.py"
@@ -251,7 +251,7 @@ def test_all_images_bad_keeps_the_old_rec(good, tmp_path, capsys):
 
 def test_interrupted_pack_keeps_the_old_rec(good, capsys, monkeypatch):
     """Ctrl-C in the middle of a pack: exit 130, the old .rec/.idx untouched, no partial file left."""
-    from resnetv2 import im2rec
+    from resnet_toolkit import im2rec
 
     calls = {"n": 0}
     original = im2rec.Transform.record

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, SMALL_TRAIN_FLAGS, run_train
 
-import resnetv2  # noqa: F401
-from resnetv2.errors import run_cli
+import resnet_toolkit  # noqa: F401
+from resnet_toolkit.errors import run_cli
 from train_resnet import main
 
 pytestmark = pytest.mark.data

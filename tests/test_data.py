@@ -1,4 +1,4 @@
-"""resnetv2/data.py: aug presets, iterators on real packed data, partitioning and record-file checks."""
+"""resnet_toolkit/data.py: aug presets, iterators on real packed data, partitioning and record-file checks."""
 from __future__ import annotations
 
 import shutil
@@ -6,9 +6,17 @@ import shutil
 import numpy as np
 import pytest
 
-from resnetv2.data import AUG_PRESETS, LAYOUTS, check_record_file, get_layout, make_train_iter, make_val_iter, train_aug
-from resnetv2.errors import UserError
-from resnetv2.im2rec import Item, Transform, pack_items, read_records
+from resnet_toolkit.data import (
+    AUG_PRESETS,
+    LAYOUTS,
+    check_record_file,
+    get_layout,
+    make_train_iter,
+    make_val_iter,
+    train_aug,
+)
+from resnet_toolkit.errors import UserError
+from resnet_toolkit.im2rec import Item, Transform, pack_items, read_records
 
 
 def _batches(it, n: int) -> list[np.ndarray]:

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from test_onnx import load_tool, random_checkpoint
 
-import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
-from resnetv2.errors import UserError
+import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
+from resnet_toolkit.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 PREDICT, SCORE = ROOT / "predict" / "predict.py", ROOT / "tools" / "score.py"
@@ -34,7 +34,7 @@ def test_original_checkpoint_loads_unchanged(tmp_path, monkeypatch, capsys):
     project's files, arg:/aux: keys): ``predict.py --prefix resnet-50 --img ...`` reads epoch 0 with no --epoch."""
     import mxnet as mx
 
-    from resnetv2.predictor import load_image, load_model
+    from resnet_toolkit.predictor import load_image, load_model
 
     random_checkpoint(tmp_path / "resnet-50", 50, "imagenet", 1000, epoch=0, calibrate=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["resnet-50-0000.params", "resnet-50-symbol.json"]
@@ -79,7 +79,7 @@ def epochs(tmp_path_factory):
 
 
 def test_newest_complete_epoch_is_loaded(epochs, capsys):
-    from resnetv2.predictor import load_image, load_model, resolve_checkpoint
+    from resnet_toolkit.predictor import load_image, load_model, resolve_checkpoint
 
     root, prefix = epochs
     assert resolve_checkpoint(prefix) == 3
@@ -144,7 +144,7 @@ def test_no_checkpoint_names_the_files_looked_for(tmp_path, case):
 
 
 def test_params_without_symbol_names_the_symbol_file(tmp_path):
-    from resnetv2.predictor import resolve_checkpoint
+    from resnet_toolkit.predictor import resolve_checkpoint
 
     (tmp_path / "m-0002.params").write_bytes(b"x")
     with pytest.raises(UserError, match=r"m-symbol.json: no such checkpoint symbol file \(check --prefix\)$"):

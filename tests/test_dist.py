@@ -115,7 +115,7 @@ def json_stats(log: Path) -> list[dict]:
 
 def update(params: dict[str, np.ndarray]) -> np.ndarray:
     """The trained weights minus the initial ones (seed 0), all learnable parameters as one vector."""
-    from resnetv2.weights import init_params
+    from resnet_toolkit.weights import init_params
     from symbols import get_symbol
 
     init, _ = init_params(get_symbol(10, 8, "cifar10"), (64, 3, 32, 32), seed=0)

@@ -17,8 +17,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from resnetv2 import fastpath
-from resnetv2.errors import UserError
+from resnet_toolkit import fastpath
+from resnet_toolkit.errors import UserError
 from symbols import get_model, get_net, get_spec, get_symbol, memonger, model_names, model_spec
 from symbols.complexity import model_complexity
 from symbols.gluon_resnet_v2 import load_symbol_params
@@ -420,7 +420,7 @@ def test_training_graph_same_step(name, size, counts):
 
 
 _FUSED_BESIDE_GROUPED = r"""
-import resnetv2, mxnet as mx, numpy as np
+import resnet_toolkit, mxnet as mx, numpy as np
 x = mx.sym.Convolution(mx.sym.var("data"), num_filter=128, kernel=(1, 1), no_bias=True, name="c1")
 y = mx.sym.contrib.BatchNormWithReLU(x, fix_gamma=False, name="bn")
 z = mx.sym.Convolution(y, num_filter=128, kernel=(3, 3), pad=(1, 1), num_group=32, no_bias=True, name="c2")
@@ -569,7 +569,7 @@ def test_predict_takes_a_resnext_checkpoint(tmp_path, photos_dir, capsys):
     plain saved graph's."""
     from test_onnx import load_tool, random_checkpoint
 
-    from resnetv2.predictor import load_image, load_model
+    from resnet_toolkit.predictor import load_image, load_model
 
     prefix = random_checkpoint(tmp_path / "model" / "resnext-imagenet-50-0", 50, "imagenet", 1000,
                                network="resnext")

@@ -1,4 +1,4 @@
-"""Every speed-up in resnetv2/fastpath.py and resnetv2/runtime.py leaves results unchanged.
+"""Every speed-up in resnet_toolkit/fastpath.py and resnet_toolkit/runtime.py leaves results unchanged.
 
 Inference rewrites (BN folding, MKLDNN fusion, the fused Gluon block) are compared with the plain graph on real
 images (CIFAR-10 JPEGs from the tarball, the photos) with BN statistics and gammas that are not the identity, so a
@@ -17,8 +17,8 @@ import tarfile
 import numpy as np
 import pytest
 
-import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
-from resnetv2 import fastpath, runtime
+import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
+from resnet_toolkit import fastpath, runtime
 
 mx = pytest.importorskip("mxnet")
 
@@ -315,9 +315,9 @@ def test_omp_threads_all_cores():
 
 STEP_SCRIPT = r"""
 import sys, numpy as np
-import resnetv2
+import resnet_toolkit
 if sys.argv[1] == "configure":
-    from resnetv2 import runtime
+    from resnet_toolkit import runtime
     applied = runtime.configure({"OMP_NUM_THREADS": str(max(2, runtime.physical_cores()))})  # multi-thread case
     assert "OMP_NUM_THREADS" in applied, applied
 import mxnet as mx
@@ -363,7 +363,7 @@ def test_photo_batch_reads_real_photos(photos_dir):
 # ------------------------------------------------------------------------------------------- predictor option
 
 def test_predictor_fast_path_matches_module(tmp_path, photos_dir):
-    from resnetv2.predictor import load_model
+    from resnet_toolkit.predictor import load_model
     from symbols import get_symbol
 
     sym = get_symbol(1000, 18, "imagenet")

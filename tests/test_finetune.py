@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from conftest import run_train
 
-import resnetv2  # noqa: F401
-from resnetv2.errors import run_cli
-from resnetv2.im2rec import subset_records
+import resnet_toolkit  # noqa: F401
+from resnet_toolkit.errors import run_cli
+from resnet_toolkit.im2rec import subset_records
 
 FLAGS = ["--data-type", "folder", "--image-shape", "3,32,32", "--num-classes", "5", "--depth", "8",
          "--batch-size", "32", "--preprocess-threads", "1", "--frequent", "10", "--seed", "2", "--lr", "0.1"]
@@ -89,7 +89,7 @@ def test_frozen_stages_and_body_rate(halves, pretrained, tmp_path):
 
 
 def test_finetune_from_an_epoch_and_the_default_newest(halves, pretrained, tmp_path):
-    from resnetv2.weights import parse_finetune
+    from resnet_toolkit.weights import parse_finetune
 
     assert parse_finetune("model/x,12") == ("model/x", "12")
     assert parse_finetune("model/x") == ("model/x", None)
@@ -101,8 +101,8 @@ def test_finetune_from_an_epoch_and_the_default_newest(halves, pretrained, tmp_p
 @pytest.fixture(scope="module")
 def other_network(tmp_path_factory) -> str:
     """A checkpoint of another network: ImageNet ResNet-18-v2, 10 classes, fresh weights."""
-    from resnetv2 import checkpoint as ckpt
-    from resnetv2.weights import init_params
+    from resnet_toolkit import checkpoint as ckpt
+    from resnet_toolkit.weights import init_params
     from symbols import get_symbol
 
     prefix = str(tmp_path_factory.mktemp("other") / "r18")

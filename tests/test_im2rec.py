@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from conftest import run_wrapper as run_tool
 
-from resnetv2.data import LAYOUTS, check_record_file, count_records
-from resnetv2.im2rec import CIFAR10_CLASSES, read_labels, read_lst, read_records, read_synset
+from resnet_toolkit.data import LAYOUTS, check_record_file, count_records
+from resnet_toolkit.im2rec import CIFAR10_CLASSES, read_labels, read_lst, read_records, read_synset
 
 
 def _payloads(rec: Path) -> Counter:
@@ -237,7 +237,7 @@ def test_pass_through_keeps_file_bytes(tmp_path, capsys):
 
 def test_to_bgr8_every_layout():
     """to_bgr8 on every layout OpenCV decodes: gray, gray+alpha, BGR, BGRA, 16-bit."""
-    from resnetv2.im2rec import to_bgr8
+    from resnet_toolkit.im2rec import to_bgr8
 
     gray = np.array([[0, 255], [100, 7]], np.uint8)
     assert (to_bgr8(gray) == gray[:, :, None].repeat(3, axis=2)).all()

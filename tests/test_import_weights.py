@@ -1,4 +1,4 @@
-"""tools/import_weights.py and resnetv2.importer: GluonCV's resnet{50,101,152}_v2 with random weights and random
+"""tools/import_weights.py and resnet_toolkit.importer: GluonCV's resnet{50,101,152}_v2 with random weights and random
 BN statistics, imported, give GluonCV's outputs through this project's Symbol (as predict loads it) and Gluon net;
 the models that cannot be mapped are refused, and shown to differ when mapped naively; bad input is one error line.
 """
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from test_onnx import load_tool
 
-import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
-from resnetv2.errors import UserError
+import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
+from resnet_toolkit.errors import UserError
 
 gluoncv = pytest.importorskip("gluoncv")
 
@@ -126,8 +126,8 @@ def resnet50(tmp_path_factory):
 def test_imported_network_equals_gluoncv(tmp_path, resnet50, name, depth, size):
     import mxnet as mx
 
-    from resnetv2.importer import import_gluoncv
-    from resnetv2.predictor import load_checkpoint, load_model
+    from resnet_toolkit.importer import import_gluoncv
+    from resnet_toolkit.predictor import load_checkpoint, load_model
     from symbols import get_net
     from symbols.gluon_resnet_v2 import load_symbol_params
 
@@ -163,7 +163,7 @@ def test_the_mapping_is_exact_in_float64(resnet50):
     to 1e-9 (the epsilon change, the clipped variances and the folded normalisation included)."""
     import mxnet as mx
 
-    from resnetv2.importer import convert_params, read_params_file
+    from resnet_toolkit.importer import convert_params, read_params_file
 
     net, path = resnet50
     symbol, arg_params, aux_params = convert_params(read_params_file(path), "resnet50_v2", dtype="float64")
@@ -177,7 +177,7 @@ def test_the_mapping_is_exact_in_float64(resnet50):
 
 
 def test_bn_epsilon_conversion():
-    from resnetv2.importer import match_bn_eps
+    from resnet_toolkit.importer import match_bn_eps
 
     rng = np.random.RandomState(0)
     gamma, var = rng.uniform(-2, 2, 50), np.concatenate([[0.0, 1e-9, 9.99e-6, 1e-5, 1.01e-5], rng.uniform(0, 3, 45)])
@@ -194,7 +194,7 @@ def test_legacy_save_params_file_and_net_in_memory(tmp_path, resnet50):
     save_parameters file gives, bit for bit."""
     import mxnet as mx
 
-    from resnetv2.importer import import_gluoncv
+    from resnet_toolkit.importer import import_gluoncv
 
     net, path = resnet50
     legacy = tmp_path / "legacy.params"
@@ -217,8 +217,8 @@ def test_net_in_memory_with_its_own_epsilon(tmp_path):
     """A GluonCV net built with another BN epsilon: the importer reads each BN's epsilon from the net."""
     import mxnet as mx
 
-    from resnetv2.importer import import_gluoncv
-    from resnetv2.predictor import load_checkpoint
+    from resnet_toolkit.importer import import_gluoncv
+    from resnet_toolkit.predictor import load_checkpoint
 
     net = random_gluoncv("resnet50_v2", 10, seed=5, eps=1e-3)
     report = import_gluoncv("resnet50_v2", tmp_path / "m", net=net, check_batch=1)
@@ -231,8 +231,8 @@ def test_other_normalisation_is_folded(tmp_path, resnet50):
     """--mean/--std: a network trained on other normalisation statistics still equals GluonCV's on that input."""
     import mxnet as mx
 
-    from resnetv2.importer import import_gluoncv
-    from resnetv2.predictor import load_checkpoint
+    from resnet_toolkit.importer import import_gluoncv
+    from resnet_toolkit.predictor import load_checkpoint
 
     net, path = resnet50
     mean, std = (0.5, 0.4, 0.3), (0.25, 0.3, 0.2)
@@ -246,7 +246,7 @@ def test_other_normalisation_is_folded(tmp_path, resnet50):
                                   "cifar_resnet20_v2", "cifar_resnet56_v2", "cifar_resnet110_v2"])
 def test_layer_table_is_gluoncvs(name):
     """Both of Gluon's naming layouts, as GluonCV's own network names its parameters (no forward pass)."""
-    from resnetv2.importer import gluoncv_layers, parse_gluoncv_model
+    from resnet_toolkit.importer import gluoncv_layers, parse_gluoncv_model
     from symbols import parse_model_name
 
     net = gluoncv.model_zoo.get_model(name)
@@ -270,7 +270,7 @@ def test_refused_models_differ_when_mapped_naively(name, depth, net_type):
     does not give GluonCV's outputs, because this network's first unit of a stage cannot see x past the ReLU."""
     import mxnet as mx
 
-    from resnetv2.importer import map_arrays
+    from resnet_toolkit.importer import map_arrays
     from symbols import get_symbol
 
     classes = 10 if net_type == "cifar10" else 1000
@@ -313,7 +313,7 @@ def files(tmp_path_factory, resnet50):
     file, a corrupt file and an existing import in ``out/``."""
     import mxnet as mx
 
-    from resnetv2.importer import import_gluoncv
+    from resnet_toolkit.importer import import_gluoncv
 
     root = tmp_path_factory.mktemp("import_cli")
     _, good = resnet50
@@ -407,7 +407,7 @@ def test_cli_force_replaces_an_earlier_import(tmp_path, resnet50):
 
 def test_a_failed_check_writes_nothing(tmp_path, resnet50, monkeypatch):
     """The check against GluonCV guards the write: a conversion that went wrong is refused."""
-    from resnetv2 import importer
+    from resnet_toolkit import importer
 
     _, good = resnet50
     real = importer.map_arrays
@@ -425,7 +425,7 @@ def test_a_failed_check_writes_nothing(tmp_path, resnet50, monkeypatch):
 
 
 def test_uninitialised_net_is_refused(tmp_path):
-    from resnetv2.importer import import_gluoncv
+    from resnet_toolkit.importer import import_gluoncv
 
     net = gluoncv.model_zoo.get_model("resnet50_v2")
     with pytest.raises(UserError, match=r"parameter features.0.gamma is not initialised \(run it on a batch first\)"):

@@ -6,7 +6,7 @@ Real data: ResNet-8 on a 320-image cut of CIFAR-10 (``cifar_small_dir``), compar
 ``test_resume.py`` (conftest.DETERMINISTIC_ENV).
 
 To kill *inside* a write deterministically, a small driver runs ``train_resnet.main`` with
-``resnetv2.checkpoint.atomic_path`` wrapped so that, for one chosen file, it signals and sleeps after the data is
+``resnet_toolkit.checkpoint.atomic_path`` wrapped so that, for one chosen file, it signals and sleeps after the data is
 written beside the target and before the rename: SIGKILL then lands exactly mid-write.
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ import pytest
 from conftest import DETERMINISTIC_ENV, ROOT, run_train
 from test_resume import assert_same_params
 
-import resnetv2  # noqa: F401
-from resnetv2.checkpoint import latest_epoch, list_epochs
+import resnet_toolkit  # noqa: F401
+from resnet_toolkit.checkpoint import latest_epoch, list_epochs
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 
@@ -34,7 +34,7 @@ DRIVER = """
 import contextlib, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-import resnetv2.checkpoint as checkpoint
+import resnet_toolkit.checkpoint as checkpoint
 pause_suffix, flag = sys.argv[2], sys.argv[3]
 original = checkpoint.atomic_path
 
@@ -47,7 +47,7 @@ def pausing(target):
             time.sleep(600)
 
 checkpoint.atomic_path = pausing
-from resnetv2.errors import run_cli
+from resnet_toolkit.errors import run_cli
 from train_resnet import main
 sys.argv = ["train_resnet.py", *sys.argv[4:]]
 run_cli(main)

@@ -1,4 +1,4 @@
-"""tools/launch.py and resnetv2/distributed.py: a real ps-lite job (scheduler, server, workers) on 127.0.0.1.
+"""tools/launch.py and resnet_toolkit/distributed.py: a real ps-lite job (scheduler, server, workers) on 127.0.0.1.
 
 The worker here is a tiny kvstore program (no network, no data), so these tests check the launcher alone: the
 environment each role gets, that dist_sync really sums every worker's push, that a failed worker ends the whole
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from resnetv2.distributed import (
+from resnet_toolkit.distributed import (
     LOOPBACK,
     SERVE_CODE,
     free_port,
@@ -29,7 +29,7 @@ from resnetv2.distributed import (
     read_hostfile,
     ssh_argv,
 )
-from resnetv2.errors import UserError
+from resnet_toolkit.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "tools" / "launch.py"
@@ -41,9 +41,9 @@ JOB_TIMEOUT_S = 90  # the bound within which every job here must end, whatever h
 # `--block` makes every worker write a ready file and then wait for ever (for the Ctrl-C test).
 WORKER = r'''
 import argparse, json, os, sys, time
-import resnetv2
+import resnet_toolkit
 import mxnet as mx
-from resnetv2.distributed import fail_fast_in_job
+from resnet_toolkit.distributed import fail_fast_in_job
 
 p = argparse.ArgumentParser()
 p.add_argument("out"); p.add_argument("--steps", type=int, default=5)

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from resnetv2.errors import UserError
-from resnetv2.logparse import error_series, metric_name, parse_file, parse_text, to_csv
+from resnet_toolkit.errors import UserError
+from resnet_toolkit.logparse import error_series, metric_name, parse_file, parse_text, to_csv
 
 # The original's format (MXNet 2016): per-batch lines carry Train-accuracy, "INFO:root:" prefix. The run is killed
 # during epoch 2, then restarted from the epoch-1 checkpoint (Epoch[1] again) and appended to the same log.

@@ -12,7 +12,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from resnetv2.errors import UserError
+from resnet_toolkit.errors import UserError
 from symbols import get_symbol, memonger
 from symbols.spec import CIFAR_NAMED_DEPTHS, IMAGENET_UNITS, get_spec
 
@@ -75,7 +75,7 @@ def test_gradients_equal_with_and_without_plan(depth, batch):
 
 
 _NO_MKLDNN_SCRIPT = r"""
-import json, resnetv2, mxnet as mx, numpy as np
+import json, resnet_toolkit, mxnet as mx, numpy as np
 from symbols import get_symbol, memonger
 shape = (4, 3, 32, 32)
 sym = get_symbol(10, 56, "cifar10", memonger=True)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
-from resnetv2.errors import UserError
+import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
+from resnet_toolkit.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,7 +88,7 @@ def random_checkpoint(prefix: Path, depth: int, net_type: str, num_classes: int,
 def test_onnx_runtime_equals_mxnet(tmp_path, depth, net_type, num_classes, network):
     import onnx
 
-    from resnetv2.predictor import load_model
+    from resnet_toolkit.predictor import load_model
 
     export = load_tool("tools/export_onnx.py")
     prefix = random_checkpoint(tmp_path / f"resnet-{net_type}-{depth}-0", depth, net_type, num_classes,

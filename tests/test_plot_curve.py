@@ -8,7 +8,7 @@ import pytest
 from test_logparse import CLASSIC_WITH_RESTART
 from test_onnx import load_tool
 
-from resnetv2.logparse import parse_file
+from resnet_toolkit.logparse import parse_file
 
 
 def logged(log_text: str, pattern: str) -> list[float]:

@@ -1,4 +1,4 @@
-"""resnetv2.precision: the bfloat16 graph keeps BN, softmax and every weight in float32, trains like float32 for a
+"""resnet_toolkit.precision: the bfloat16 graph keeps BN, softmax and every weight in float32, trains like float32 for a
 few steps, saves float32 checkpoints; float16 is refused cleanly where it cannot run; the loss scaler is exact."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
-from resnetv2.errors import UserError
+import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
+from resnet_toolkit.errors import UserError
 
 BATCH = 32
 
@@ -17,7 +17,7 @@ def _op_dtypes(sym) -> dict[str, set[str]]:
     """Operator type -> the dtypes of its nodes' first outputs, from :func:`node_dtypes` and the graph."""
     import json
 
-    from resnetv2.precision import node_dtypes
+    from resnet_toolkit.precision import node_dtypes
 
     dtypes = node_dtypes(sym)
     out: dict[str, set[str]] = {}
@@ -32,8 +32,8 @@ def _op_dtypes(sym) -> dict[str, set[str]]:
 def test_low_precision_graph_keeps_bn_softmax_and_weights_float32(dtype, fast):
     """Convolution and FullyConnected compute in the low type; BatchNorm (also fused with ReLU), ReLU, the sums,
     pooling and the softmax in float32; every parameter and auxiliary state is float32 (the master weights)."""
-    from resnetv2.fastpath import training_graph
-    from resnetv2.precision import mixed_precision_symbol, param_dtypes
+    from resnet_toolkit.fastpath import training_graph
+    from resnet_toolkit.precision import mixed_precision_symbol, param_dtypes
     from symbols import get_symbol
 
     sym = get_symbol(10, 20, "cifar10")
@@ -53,7 +53,7 @@ def test_low_precision_graph_keeps_bn_softmax_and_weights_float32(dtype, fast):
 
 def test_mxnet_policy_runs_batchnorm_in_bfloat16():
     """The comparison policy (MXNet AMP's own lists) differs exactly there: BN reads and writes bfloat16."""
-    from resnetv2.precision import mixed_precision_symbol, param_dtypes
+    from resnet_toolkit.precision import mixed_precision_symbol, param_dtypes
     from symbols import get_symbol
 
     sym = get_symbol(10, 20, "cifar10")
@@ -67,7 +67,7 @@ def digit_batches(tmp_path_factory):
     """4 fixed batches of 32 scikit-learn digits (32x32 RGB, raw 0..255) with their labels."""
     import mxnet as mx
 
-    from resnetv2.im2rec import digits_images
+    from resnet_toolkit.im2rec import digits_images
 
     (images, labels), _ = digits_images(seed=0)
     data = np.repeat(images[:4 * BATCH, None], 3, axis=1).astype(np.float32)  # gray -> RGB, NCHW
@@ -108,9 +108,9 @@ def test_bfloat16_training_moves_the_loss_like_float32(digit_batches):
     """16 Module updates of ResNet-8 on real digits from the same weights: the same first loss within 0.01 nats,
     every loss within 0.2 nats of float32's, both fall by more than a fifth, and the parameters come back
     float32 (a checkpoint of a bfloat16 run is a float32 checkpoint)."""
-    from resnetv2.fastpath import training_graph
-    from resnetv2.fit import init_params
-    from resnetv2.precision import float32_params, mixed_precision_symbol
+    from resnet_toolkit.fastpath import training_graph
+    from resnet_toolkit.fit import init_params
+    from resnet_toolkit.precision import float32_params, mixed_precision_symbol
     from symbols import get_symbol
 
     sym = training_graph(get_symbol(10, 8, "cifar10"))[0]
@@ -133,9 +133,9 @@ def test_bfloat16_gluon_block_equals_module(digit_batches):
     import mxnet as mx
     from mxnet import autograd, gluon
 
-    from resnetv2.fastpath import training_graph
-    from resnetv2.fit import init_params
-    from resnetv2.precision import mixed_precision_block, mixed_precision_symbol
+    from resnet_toolkit.fastpath import training_graph
+    from resnet_toolkit.fit import init_params
+    from resnet_toolkit.precision import mixed_precision_block, mixed_precision_symbol
     from symbols import get_net, get_symbol
     from symbols.gluon_resnet_v2 import load_symbol_params
 
@@ -165,7 +165,7 @@ def test_float32_params_casts_bfloat16_back():
     import mxnet as mx
     from mxnet.contrib.amp.amp import bfloat16
 
-    from resnetv2.precision import float32_params
+    from resnet_toolkit.precision import float32_params
 
     x = mx.nd.array([[1.0, -2.5, 3.140625]])
     low = {"a": mx.nd.amp_cast(x, dtype=bfloat16), "b": x.astype("float16"), "c": x}
@@ -185,7 +185,7 @@ def test_float32_params_casts_bfloat16_back():
     ("int8", 0, "module", "local", "--dtype must be one of float32, bfloat16, float16, got 'int8'"),
 ])
 def test_check_dtype_refuses_with_one_line(dtype, gpus, api, kv, message):
-    from resnetv2.precision import check_dtype
+    from resnet_toolkit.precision import check_dtype
 
     with pytest.raises(UserError) as exc:
         check_dtype(dtype, gpus, api, kv)
@@ -193,7 +193,7 @@ def test_check_dtype_refuses_with_one_line(dtype, gpus, api, kv, message):
 
 
 def test_check_dtype_accepts_what_runs():
-    from resnetv2.precision import check_dtype
+    from resnet_toolkit.precision import check_dtype
 
     check_dtype("float32", 0)
     check_dtype("bfloat16", 0, "gluon", "local")  # this CPU build has oneDNN
@@ -213,7 +213,7 @@ def test_float16_on_this_cpu_is_what_the_refusal_says():
 
 
 def test_describe_names_the_emulation():
-    from resnetv2.precision import describe, native_bf16
+    from resnet_toolkit.precision import describe, native_bf16
 
     assert describe("float32") == "precision: float32"
     assert "emulates bfloat16" in describe("bfloat16", flags={"avx512f", "avx512_vnni"})
@@ -228,7 +228,7 @@ def _gluon_grads(scaler):
     import mxnet as mx
     from mxnet import autograd, gluon
 
-    from resnetv2.precision import backward, gradients, ready_to_update
+    from resnet_toolkit.precision import backward, gradients, ready_to_update
     from symbols import get_net
 
     mx.random.seed(4)
@@ -247,7 +247,7 @@ def _gluon_grads(scaler):
 def test_loss_scaling_by_a_power_of_two_gives_the_same_gradients():
     """Scaling the loss's gradient by 2**16 and the gradients back by 2**-16 is exact in binary floating point:
     the update sees bit-identical gradients (float32 here; on a GPU the float16 activations are what it saves)."""
-    from resnetv2.precision import DynamicLossScaler
+    from resnet_toolkit.precision import DynamicLossScaler
 
     plain_ok, plain = _gluon_grads(None)
     scaler = DynamicLossScaler()
@@ -261,7 +261,7 @@ def test_loss_scaling_by_a_power_of_two_gives_the_same_gradients():
 def test_loss_scaler_skips_an_overflowing_step_and_halves():
     """A scale beyond float32's range (2**140): the gradients overflow, the step is skipped, the scale halves, the
     gradients are left as they are (not unscaled)."""
-    from resnetv2.precision import DynamicLossScaler
+    from resnet_toolkit.precision import DynamicLossScaler
 
     scaler = DynamicLossScaler(init_scale=2.0 ** 140)
     ok, grads = _gluon_grads(scaler)
@@ -270,7 +270,7 @@ def test_loss_scaler_skips_an_overflowing_step_and_halves():
 
 
 def test_loss_scaler_schedule():
-    from resnetv2.precision import DynamicLossScaler, make_loss_scaler
+    from resnet_toolkit.precision import DynamicLossScaler, make_loss_scaler
 
     scaler = DynamicLossScaler(init_scale=8.0, growth_interval=3, max_scale=32.0)
     for overflow, expected in [(False, 8), (False, 8), (False, 16), (True, 8), (False, 8), (False, 8),
@@ -336,7 +336,7 @@ def test_adjacent_low_precision_ops_share_one_cast():
     no float32 round trip; only the final output is cast back."""
     import mxnet as mx
 
-    from resnetv2.precision import mixed_precision_symbol, node_dtypes
+    from resnet_toolkit.precision import mixed_precision_symbol, node_dtypes
 
     data = mx.sym.var("data")
     c1 = mx.sym.Convolution(data, num_filter=4, kernel=(3, 3), pad=(1, 1), name="c1")

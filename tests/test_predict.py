@@ -1,4 +1,4 @@
-"""predict/predict.py and resnetv2.predictor: same numbers as the score tool on held-out CIFAR-10 images, the
+"""predict/predict.py and resnet_toolkit.predictor: same numbers as the score tool on held-out CIFAR-10 images, the
 validation preprocessing, well-formed top-5 on real photos with an ImageNet-shaped network."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from test_onnx import load_tool, random_checkpoint
 
-import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
+import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT = 500  # CIFAR-10 test images, every 20th record of cifar10_val.rec: all classes, a few seconds each way
@@ -46,7 +46,7 @@ def held_out(trained_cifar, tmp_path_factory):
 
 @pytest.mark.data
 def test_predict_gives_the_accuracy_score_reports(trained_cifar, held_out, capsys):
-    from resnetv2.predictor import load_model, score_record
+    from resnet_toolkit.predictor import load_model, score_record
 
     rec, images, labels = held_out
     score = score_record(load_model(trained_cifar.prefix, trained_cifar.epoch, batch_size=64), rec, progress=False)
@@ -85,7 +85,7 @@ def test_text_output_is_the_originals(trained_cifar, held_out, capsys):
 
 @pytest.mark.data
 def test_photos_with_an_imagenet_network(tmp_path, photos_dir, capsys):
-    from resnetv2.predictor import load_image, load_model
+    from resnet_toolkit.predictor import load_image, load_model
 
     prefix = random_checkpoint(tmp_path / "model" / "resnet-imagenet-18-0", 18, "imagenet", 1000)
     predict = load_tool("predict/predict.py")
@@ -110,7 +110,7 @@ def test_preprocessing_is_validations(photos_dir):
     """Shorter side to 256 (bilinear), center 224 crop, RGB order: checked against OpenCV done by hand."""
     import cv2
 
-    from resnetv2.predictor import load_image
+    from resnet_toolkit.predictor import load_image
 
     path = photos_dir / "chelsea.jpg"  # 451x300: resized to 384x256, crop starts at x=80, y=16
     got = load_image(path, (3, 224, 224))
@@ -127,7 +127,7 @@ def test_preprocessing_is_validations(photos_dir):
 
 
 def test_undecodable_image_is_reported_and_the_others_run(tmp_path):
-    from resnetv2.predictor import load_model, predict_images
+    from resnet_toolkit.predictor import load_model, predict_images
 
     prefix = random_checkpoint(tmp_path / "resnet-cifar10-20-0", 20, "cifar10", 10)
     rng = np.random.RandomState(0)

@@ -14,7 +14,7 @@ import pytest
 from test_bad_input_tools import snapshot
 from test_onnx import load_tool, random_checkpoint
 
-import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
+import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def trained_digits(digits_dir, tmp_path_factory):
 
 def _val_images(digits_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """The 360 held-out digits as float32 NCHW 0..255 and their labels, read as validation reads them."""
-    from resnetv2.data import get_layout, make_val_iter
+    from resnet_toolkit.data import get_layout, make_val_iter
 
     it = make_val_iter(digits_dir / "digits_val.rec", get_layout("digits"), 40, preprocess_threads=1)
     data, labels = [], []
@@ -61,8 +61,8 @@ def test_int8_classifies_like_float32(trained_digits, digits_dir, mode):
     really quantized (INT8 convolutions, an int8 classifier weight)."""
     import mxnet as mx
 
-    from resnetv2.predictor import load_int8_model, load_model
-    from resnetv2.quantize import int8_prefix, quantize_checkpoint
+    from resnet_toolkit.predictor import load_int8_model, load_model
+    from resnet_toolkit.quantize import int8_prefix, quantize_checkpoint
 
     prefix, epoch = trained_digits
     result = quantize_checkpoint(prefix, epoch, digits_dir / "digits_train.rec", 4, 32, mode)
@@ -87,8 +87,8 @@ def test_score_and_predict_run_the_int8_model(trained_digits, digits_dir, tmp_pa
     files is detected without the flag; predict.py --int8 gives the same classes."""
     import cv2
 
-    from resnetv2.predictor import load_int8_model
-    from resnetv2.quantize import has_int8, int8_prefix, quantize_checkpoint
+    from resnet_toolkit.predictor import load_int8_model
+    from resnet_toolkit.quantize import has_int8, int8_prefix, quantize_checkpoint
 
     prefix, epoch = trained_digits
     if not has_int8(prefix, epoch):
@@ -120,7 +120,7 @@ def test_score_and_predict_run_the_int8_model(trained_digits, digits_dir, tmp_pa
 # ------------------------------------------------------------------------------------------- bad input
 def _run(tool: str, argv: list, capsys, monkeypatch) -> tuple[int, str]:
     """Run ``tool``'s ``main`` in-process as its command line would: (exit status, stderr)."""
-    from resnetv2.errors import run_cli
+    from resnet_toolkit.errors import run_cli
 
     module = load_tool(tool)
     monkeypatch.setattr(sys, "argv", [Path(tool).name])
@@ -178,7 +178,7 @@ def test_a_failed_write_keeps_the_previous_int8_files(random_model, digits_dir, 
     """The parameter file fails half-way: neither INT8 file changes, no partial file is left."""
     import mxnet as mx
 
-    from resnetv2.quantize import quantize_checkpoint
+    from resnet_toolkit.quantize import quantize_checkpoint
 
     folder, prefix = random_model
     rec = digits_dir / "digits_train.rec"

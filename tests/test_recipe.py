@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import run_train
 
-import resnetv2  # noqa: F401
-from resnetv2.errors import UserError, run_cli
-from resnetv2.recipe import (
+import resnet_toolkit  # noqa: F401
+from resnet_toolkit.errors import UserError, run_cli
+from resnet_toolkit.recipe import (
     TargetRecipe,
     frozen_names,
     is_decayed,
@@ -21,8 +21,8 @@ from resnetv2.recipe import (
     smooth_one_hot,
     soft_cross_entropy,
 )
-from resnetv2.schedule import Schedule, annealed_rate, warmup_rate
-from resnetv2.train_args import build_parser, parse_args, resolve_args, saved_config
+from resnet_toolkit.schedule import Schedule, annealed_rate, warmup_rate
+from resnet_toolkit.train_args import build_parser, parse_args, resolve_args, saved_config
 
 DIGITS_FLAGS = ["--data-type", "digits", "--depth", "8", "--batch-size", "32", "--preprocess-threads", "1",
                 "--frequent", "10", "--seed", "3"]
@@ -97,9 +97,9 @@ def test_both_engines_train_on_soft_targets_alike():
     (by hand from the engine's own probabilities) and the same updated weights."""
     import mxnet as mx
 
-    from resnetv2.cluster import Cluster
-    from resnetv2.engines import GluonEngine, ModuleEngine, TrainSetup
-    from resnetv2.weights import init_params
+    from resnet_toolkit.cluster import Cluster
+    from resnet_toolkit.engines import GluonEngine, ModuleEngine, TrainSetup
+    from resnet_toolkit.weights import init_params
     from symbols import get_net, get_symbol
 
     shape, k = (8, 3, 32, 32), 10
@@ -151,9 +151,9 @@ def test_no_wd_leaves_bn_and_biases_undecayed(api):
     gamma/beta and bias ends identical (same gradient, no decay); convolution and FC weights differ."""
     import mxnet as mx
 
-    from resnetv2.cluster import Cluster
-    from resnetv2.engines import GluonEngine, ModuleEngine, TrainSetup
-    from resnetv2.weights import init_params
+    from resnet_toolkit.cluster import Cluster
+    from resnet_toolkit.engines import GluonEngine, ModuleEngine, TrainSetup
+    from resnet_toolkit.weights import init_params
     from symbols import get_net, get_symbol
 
     shape = (8, 3, 32, 32)
@@ -254,7 +254,7 @@ def test_retrain_continues_the_cosine_curve_exactly(recipe_run, tmp_path):
 
 # ----------------------------------------------------------------------------------------------- retention
 def test_prune_never_deletes_the_newest_or_the_kept(tmp_path):
-    from resnetv2 import checkpoint as ckpt
+    from resnet_toolkit import checkpoint as ckpt
 
     prefix = tmp_path / "m"
     for epoch in range(1, 6):

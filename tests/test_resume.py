@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import run_train
 
-import resnetv2  # noqa: F401
+import resnet_toolkit  # noqa: F401
 
 pytestmark = pytest.mark.data
 

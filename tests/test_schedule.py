@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-import resnetv2  # noqa: F401
-from resnetv2.schedule import Schedule, learning_rate, parse_steps, rate_at_epoch
+import resnet_toolkit  # noqa: F401
+from resnet_toolkit.schedule import Schedule, learning_rate, parse_steps, rate_at_epoch
 
 
 def test_matches_mxnet_multifactor_scheduler_of_a_fresh_run():

@@ -8,7 +8,7 @@ import pytest
 from test_onnx import load_tool, random_checkpoint
 from test_predict import held_out_subset
 
-import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
+import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 
 
 @pytest.mark.data
@@ -31,7 +31,7 @@ def test_score_counts_by_hand(tmp_path):
     import cv2
     import mxnet as mx
 
-    from resnetv2.predictor import load_model, score_record
+    from resnet_toolkit.predictor import load_model, score_record
 
     prefix = random_checkpoint(tmp_path / "resnet-cifar10-20-0", 20, "cifar10", 10, seed=1)
     rng = np.random.RandomState(2)

@@ -5,7 +5,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from resnetv2.errors import UserError
+from resnet_toolkit.errors import UserError
 from symbols import get_model, get_net, get_spec, get_symbol, model_names, parse_model_name
 from symbols.gluon_resnet_v2 import load_symbol_params, symbol_name, symbol_params
 from symbols.spec import CIFAR_NAMED_DEPTHS, IMAGENET_UNITS

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import run_train
 
-import resnetv2  # noqa: F401
+import resnet_toolkit  # noqa: F401
 
 pytestmark = pytest.mark.data
 
@@ -31,7 +31,7 @@ def test_resnet20_learns_cifar10(trained_cifar):
 def test_log_reads_back_into_the_same_numbers(trained_cifar):
     """MXNet's own line shapes and the json_stats line carry the same values, and the project's log parser reads
     them back; the first line is the parsed arguments."""
-    from resnetv2.logparse import parse_file
+    from resnet_toolkit.logparse import parse_file
 
     text = trained_cifar.log_file.read_text()
     lines = text.splitlines()
@@ -92,9 +92,9 @@ def short_runs(small_reference_run, tmp_path_factory):
     """3 updates (--num-examples 96, batch 32) from the same initial weights through: Module on 1 and 2 CPU
     contexts, Gluon on 1 and 2 (all with the default training graph), and Module and Gluon on 1 context with
     --plain-graph; returns each run's parameters and the initial ones."""
-    from resnetv2.fit import build_symbol
-    from resnetv2.train_args import build_parser, resolve_args
-    from resnetv2.weights import init_params
+    from resnet_toolkit.fit import build_symbol
+    from resnet_toolkit.train_args import build_parser, resolve_args
+    from resnet_toolkit.weights import init_params
 
     out = tmp_path_factory.mktemp("short_runs")
     runs = {}
@@ -131,7 +131,7 @@ def test_gluon_matches_module(short_runs):
     (measured 7e-8 relative), bound 1e-5. (Training at lr 0.1 amplifies rounding quickly: after 10 updates they
     are 0.5 % apart, from 7e-8.)
 
-    By default both run resnetv2.fastpath's training graph, whose fused BN+ReLU sums in another order inside the
+    By default both run resnet_toolkit.fastpath's training graph, whose fused BN+ReLU sums in another order inside the
     Module executor than in Gluon's CachedOp: one step's gradients differ by up to 1.1e-5 relative (bn_data_beta;
     tests/test_fastpath.py bounds one step), which 3 updates at lr 0.1 grow to a measured 6.6e-5. For scale: a
     1e-6 relative change of the initial weights alone moves the weights after 3 updates by 1.8e-4 (measured on
@@ -158,11 +158,11 @@ def test_training_graph_is_the_cpu_default(extra, fast):
     with --memonger (its plan belongs to the graph it was made for)."""
     import mxnet as mx
 
-    from resnetv2.cluster import Cluster
-    from resnetv2.engines import GluonEngine, ModuleEngine
-    from resnetv2.fit import build_symbol
-    from resnetv2.train_args import build_parser, resolve_args, uses_training_graph
-    from resnetv2.weights import init_params
+    from resnet_toolkit.cluster import Cluster
+    from resnet_toolkit.engines import GluonEngine, ModuleEngine
+    from resnet_toolkit.fit import build_symbol
+    from resnet_toolkit.train_args import build_parser, resolve_args, uses_training_graph
+    from resnet_toolkit.weights import init_params
 
     args = resolve_args(build_parser().parse_args(["--data-type", "cifar10", "--depth", "20", "--batch-size", "8",
                                                    *extra]))
@@ -189,7 +189,7 @@ def test_retrain_picks_the_newest_complete_checkpoint(small_reference_run, tmp_p
     """Epochs 1 and 2 complete, epoch 3 only half there (its .states but no .params): the newest complete is 2."""
     import shutil
 
-    from resnetv2.checkpoint import resolve_epoch
+    from resnet_toolkit.checkpoint import resolve_epoch
 
     prefix = tmp_path / "m"
     for suffix in ("-0001.params", "-0002.params", "-0002.states", "-0003.states"):

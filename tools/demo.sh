@@ -35,7 +35,7 @@ IMG=$OUT/held_out_digit.png
 "$PY" - "$DATA/digits_val.rec" "$IMG" <<'PYEOF'
 import sys
 
-import resnetv2  # noqa: F401  (before mxnet)
+import resnet_toolkit  # noqa: F401  (before mxnet)
 import cv2
 import mxnet as mx
 

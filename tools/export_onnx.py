@@ -20,10 +20,10 @@ from typing import Sequence
 
 import numpy as np
 
-import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
-from resnetv2.errors import UserError, run_cli
-from resnetv2.fileio import atomic_path
-from resnetv2.predictor import Model, check_checkpoint, load_model, parse_image_shape, resolve_checkpoint
+import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
+from resnet_toolkit.errors import UserError, run_cli
+from resnet_toolkit.fileio import atomic_path
+from resnet_toolkit.predictor import Model, check_checkpoint, load_model, parse_image_shape, resolve_checkpoint
 
 
 @dataclass

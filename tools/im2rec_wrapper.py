@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import resnetv2  # noqa: E402,F401  (numpy compatibility before mxnet)
-from resnetv2 import im2rec  # noqa: E402
-from resnetv2.errors import UserError, run_cli  # noqa: E402
+import resnet_toolkit  # noqa: E402,F401  (numpy compatibility before mxnet)
+from resnet_toolkit import im2rec  # noqa: E402
+from resnet_toolkit.errors import UserError, run_cli  # noqa: E402
 
 
 def _positive(text: str) -> int:
@@ -153,11 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "digits":
         _report(im2rec.pack_digits(args.out, args.seed, args.val_fraction, progress=progress))
     elif args.command == "extract":
-        from resnetv2.safe_io import safe_extract
+        from resnet_toolkit.safe_io import safe_extract
 
         print(f"extracted {safe_extract(args.archive, args.dest)} files into {args.dest}")
     elif args.command == "check":
-        from resnetv2.data import check_record_file
+        from resnet_toolkit.data import check_record_file
 
         rec, _ = check_record_file(args.rec)
         labels = Counter(int(label) for _, label in im2rec.read_labels(rec))

@@ -20,9 +20,9 @@ import argparse
 import os
 import sys
 
-import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
-from resnetv2.distributed import LOOPBACK, free_port, plan_local, plan_ssh, read_hostfile, supervise
-from resnetv2.errors import UserError, run_cli
+import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
+from resnet_toolkit.distributed import LOOPBACK, free_port, plan_local, plan_ssh, read_hostfile, supervise
+from resnet_toolkit.errors import UserError, run_cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -12,9 +12,9 @@ import argparse
 import json
 import os
 
-import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
-from resnetv2.errors import run_cli
-from resnetv2.predictor import load_model_from_flags, resolve_checkpoint, score_record
+import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
+from resnet_toolkit.errors import run_cli
+from resnet_toolkit.predictor import load_model_from_flags, resolve_checkpoint, score_record
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")  # no "Subgraph backend MKLDNN is activated" lines
-    from resnetv2.data import check_record_file
+    from resnet_toolkit.data import check_record_file
 
     if not args.int8:
         args.epoch = resolve_checkpoint(args.prefix, args.epoch)  # before the record file: the usual mistake first

@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from resnetv2.fileio import atomic_path, process_alive
+from resnet_toolkit.fileio import atomic_path, process_alive
 
 LOG_FORMAT = "%(asctime)-15s Node[{rank}] %(message)s"
 

@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from resnetv2.data import DatasetLayout
-from resnetv2.errors import UserError
-from resnetv2.schedule import DEFAULT_END_EPOCH, DEFAULT_STEPS, LR_MODES, parse_steps
+from resnet_toolkit.data import DatasetLayout
+from resnet_toolkit.errors import UserError
+from resnet_toolkit.schedule import DEFAULT_END_EPOCH, DEFAULT_STEPS, LR_MODES, parse_steps
 from symbols.spec import add_network_args
 
 
@@ -61,7 +61,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
                        help="train through mx.mod.Module (Symbol) or the hybridized Gluon net")
     model.add_argument("--plain-graph", action="store_true",
                        help="train the network graph exactly as built; by default CPU training (not --memonger) "
-                            "runs resnetv2.fastpath.training_graph: BN+ReLU as one op, global pooling as a mean, "
+                            "runs resnet_toolkit.fastpath.training_graph: BN+ReLU as one op, global pooling as a mean, "
                             "the same parameters and checkpoints; CIFAR training 1.1-1.3x faster with Module, 1.2-1.9x "
                             "with Gluon (bench/RESULTS.md)")
     return model
@@ -98,7 +98,7 @@ def add_fit_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
 
 def add_recipe_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """The modern recipe's options (GluonCV's flag names), each off by default: the original's recipe is the
-    default (resnetv2/recipe.py, resnetv2/schedule.py)."""
+    default (resnet_toolkit/recipe.py, resnet_toolkit/schedule.py)."""
     recipe = parser.add_argument_group("Recipe (each off by default)")
     recipe.add_argument("--lr-mode", type=str, default="step", choices=list(LR_MODES),
                         help="step: x --lr-factor at --lr-steps; cosine: (1+cos(pi t))/2 from --lr to 0 over the "
@@ -193,7 +193,7 @@ def parse_gpus(text: str) -> list[int]:
 class RunConfig:
     """A run's flags after :func:`resolve_args`: every default filled in, every value checked. The library reads
     this, never the raw flags. Field names are the flags' (``--lr-mode`` -> ``lr_mode``); the last four are
-    derived once here. ``model_prefix`` and ``log_file`` get their rank suffixes in :func:`resnetv2.fit.fit`
+    derived once here. ``model_prefix`` and ``log_file`` get their rank suffixes in :func:`resnet_toolkit.fit.fit`
     (``dataclasses.replace``), once the kvstore rank is known.
     """
 
@@ -314,7 +314,7 @@ def resolve_args(args: argparse.Namespace) -> RunConfig:
         raise UserError(f"--num-examples must be positive, got {args.num_examples}")
     args.gpu_ids = parse_gpus(args.gpus)
     args.num_contexts = len(args.gpu_ids) or args.cpus
-    from resnetv2.precision import check_dtype
+    from resnet_toolkit.precision import check_dtype
 
     check_dtype(args.dtype, len(args.gpu_ids), args.api, args.kv_store)
     if args.batch_size <= 0:
@@ -367,7 +367,7 @@ def check_recipe_args(args: argparse.Namespace) -> None:
 
 
 def uses_training_graph(args: RunConfig) -> bool:
-    """Whether the run trains :func:`resnetv2.fastpath.training_graph`'s rewrite of the network.
+    """Whether the run trains :func:`resnet_toolkit.fastpath.training_graph`'s rewrite of the network.
 
     CPU contexts only (its fused BN+ReLU is an MKLDNN operator), and not with ``--memonger`` (the plan marks the
     nodes of the graph it was made for).
@@ -379,10 +379,11 @@ FOLDER = "folder"
 
 
 def data_layout(args: argparse.Namespace):
-    """The :class:`resnetv2.data.DatasetLayout` of the flags: a known data type's, or for ``--data-type folder`` one
-    made from ``--train-rec``, ``--val-rec``, ``--image-shape`` and ``--num-classes`` (images up to 64 pixels high
-    train like CIFAR: 3x3 stem, pad 4 + random crop + mirror; larger ones like ImageNet, by ``--aug-level``)."""
-    from resnetv2.data import DatasetLayout, get_layout
+    """The :class:`resnet_toolkit.data.DatasetLayout` of the flags: a known data type's, or for ``--data-type
+    folder`` one made from ``--train-rec``, ``--val-rec``, ``--image-shape`` and ``--num-classes`` (images up to 64
+    pixels high train like CIFAR: 3x3 stem, pad 4 + random crop + mirror; larger ones like ImageNet, by
+    ``--aug-level``)."""
+    from resnet_toolkit.data import DatasetLayout, get_layout
 
     if args.data_type != FOLDER:
         if args.train_rec or args.val_rec or args.image_shape:

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from resnetv2.checkpoint import params_path, symbol_path
-from resnetv2.errors import UserError
-from resnetv2.fileio import atomic_path
+from resnet_toolkit.checkpoint import params_path, symbol_path
+from resnet_toolkit.errors import UserError
+from resnet_toolkit.fileio import atomic_path
 
 CALIB_MODES = ("naive", "entropy")
 INT8_SUFFIX = "-int8"
@@ -104,8 +104,8 @@ def _data_only(inner, num_batches: int):
 
 def check_quantize_args(prefix, epoch: int, calib_rec, num_batches: int, batch_size: int, calib_mode: str) -> None:
     """Every input check that needs no MXNet run, each one :class:`UserError` line (nothing is written before)."""
-    from resnetv2.data import check_record_file, count_records
-    from resnetv2.predictor import check_checkpoint
+    from resnet_toolkit.data import check_record_file, count_records
+    from resnet_toolkit.predictor import check_checkpoint
 
     if num_batches <= 0:
         raise UserError(f"--num-calib-batches must be at least 1, got {num_batches}")
@@ -140,8 +140,8 @@ def quantize_checkpoint(prefix: str | os.PathLike, epoch: int, calib_rec: str | 
     import mxnet as mx
     from mxnet.contrib.quantization import quantize_model_mkldnn
 
-    from resnetv2.data import get_layout, make_val_iter
-    from resnetv2.predictor import default_image_shape, inference_symbol, load_checkpoint
+    from resnet_toolkit.data import get_layout, make_val_iter
+    from resnet_toolkit.predictor import default_image_shape, inference_symbol, load_checkpoint
 
     if not mx.runtime.Features().is_enabled("MKLDNN"):
         raise UserError("INT8 quantization needs MXNet built with oneDNN (MKLDNN); this build has none")
@@ -183,7 +183,8 @@ def quantize_checkpoint(prefix: str | os.PathLike, epoch: int, calib_rec: str | 
 class Int8Executor:
     """An INT8 graph bound once for ``data_shape``: ``forward(batch)`` -> class probabilities (NDArray).
 
-    Same interface as :class:`resnetv2.fastpath.InferenceModel`, so :class:`resnetv2.predictor.Model` runs either.
+    Same interface as :class:`resnet_toolkit.fastpath.InferenceModel`, so :class:`resnet_toolkit.predictor.Model`
+    runs either.
     """
 
     def __init__(self, qsym, arg_params: dict, aux_params: dict, data_shape: tuple, ctx=None):

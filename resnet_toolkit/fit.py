@@ -1,4 +1,4 @@
-"""The training loop behind ``train_resnet.py``: one loop over either engine (:mod:`resnetv2.engines`).
+"""The training loop behind ``train_resnet.py``: one loop over either engine (:mod:`resnet_toolkit.engines`).
 
 What a run does, epoch by epoch (``Epoch[k]`` is 0-based, its checkpoint file is ``k + 1`` as MXNet's
 ``do_checkpoint``):
@@ -12,7 +12,7 @@ What a run does, epoch by epoch (``Epoch[k]`` is 0-based, its checkpoint file is
    into place), ``Epoch[k] Validation-*`` over the whole validation set and a ``json_stats: {...}`` line, then
    ``--save-best``/``--keep-last``; the log file is then committed.
 
-The learning rate is :mod:`resnetv2.schedule`'s pure function of the global update count; a retrain passes the
+The learning rate is :mod:`resnet_toolkit.schedule`'s pure function of the global update count; a retrain passes the
 count reached (``begin_epoch * epoch_size``) to the optimizer, so the curve continues where it stopped.
 """
 from __future__ import annotations
@@ -29,21 +29,21 @@ from typing import Any
 
 import numpy as np
 
-import resnetv2  # noqa: F401  (numpy compatibility before mxnet)
-from resnetv2 import checkpoint as ckpt
-from resnetv2.cluster import Cluster, make_cluster, make_contexts
-from resnetv2.data import DataPlan, make_train_iter, make_val_iter, plan_data
-from resnetv2.distributed import rank_path
-from resnetv2.engines import GluonEngine, ModuleEngine, TrainSetup
-from resnetv2.errors import UserError
-from resnetv2.fileio import atomic_write_text
-from resnetv2.logparse import stats_line
-from resnetv2.precision import describe, float32_params
-from resnetv2.recipe import TargetRecipe, frozen_names, multipliers
-from resnetv2.schedule import Schedule, rate_at_epoch
-from resnetv2.train_args import RunConfig, check_writable_dir, default_prefix, saved_config, uses_training_graph
-from resnetv2.trainlog import TrainingLog
-from resnetv2.weights import check_checkpoint_fits, finetune_params, init_params, zero_last_layers
+import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
+from resnet_toolkit import checkpoint as ckpt
+from resnet_toolkit.cluster import Cluster, make_cluster, make_contexts
+from resnet_toolkit.data import DataPlan, make_train_iter, make_val_iter, plan_data
+from resnet_toolkit.distributed import rank_path
+from resnet_toolkit.engines import GluonEngine, ModuleEngine, TrainSetup
+from resnet_toolkit.errors import UserError
+from resnet_toolkit.fileio import atomic_write_text
+from resnet_toolkit.logparse import stats_line
+from resnet_toolkit.precision import describe, float32_params
+from resnet_toolkit.recipe import TargetRecipe, frozen_names, multipliers
+from resnet_toolkit.schedule import Schedule, rate_at_epoch
+from resnet_toolkit.train_args import RunConfig, check_writable_dir, default_prefix, saved_config, uses_training_graph
+from resnet_toolkit.trainlog import TrainingLog
+from resnet_toolkit.weights import check_checkpoint_fits, finetune_params, init_params, zero_last_layers
 
 DEFAULT_LR = 0.1
 
@@ -94,7 +94,7 @@ def train_setup(cfg: RunConfig, param_names) -> TrainSetup:
 
 
 def make_schedule(cfg: RunConfig, begin_epoch: int, epoch_size: int, states: dict | None) -> Schedule:
-    """The learning-rate curve of the run (:class:`resnetv2.schedule.Schedule`) for ``--lr-mode``.
+    """The learning-rate curve of the run (:class:`resnet_toolkit.schedule.Schedule`) for ``--lr-mode``.
 
     'step' keeps the original's meaning of ``--lr``: the rate in force at ``begin_epoch`` (default: the rate the
     checkpointed run would have used next, ``meta:next_lr``). 'cosine'/'poly': ``--lr`` is the curve's peak
@@ -216,7 +216,7 @@ def make_engine(cfg: RunConfig, sym, cluster: Cluster, start: Start, optimizer_p
 
 
 def fit(cfg: RunConfig) -> TrainResult:
-    """Train as the resolved flags ``cfg`` say (:func:`resnetv2.train_args.resolve_args`)."""
+    """Train as the resolved flags ``cfg`` say (:func:`resnet_toolkit.train_args.resolve_args`)."""
     cluster = make_cluster(cfg.kv_store, cfg.num_contexts)
     cfg = resolve_paths(cfg, cluster)
     prefix = cfg.model_prefix
@@ -243,7 +243,7 @@ def fit(cfg: RunConfig) -> TrainResult:
         if cluster.rank == 0:
             _copy_synset(cfg.data_dir, prefix)
         engine = make_engine(cfg, sym, cluster, start, optimizer_params)
-        logging.info("training graph: %s", "resnetv2.fastpath.training_graph (--plain-graph to turn off)"
+        logging.info("training graph: %s", "resnet_toolkit.fastpath.training_graph (--plain-graph to turn off)"
                      if uses_training_graph(cfg) else "as built")
         if cfg.dtype != "float32":
             logging.info("%s", describe(cfg.dtype))
@@ -281,7 +281,7 @@ def _config_changes(cfg: RunConfig) -> list[str]:
 
 
 def _write_config(cfg: RunConfig) -> None:
-    """``PREFIX-args.json``: the resolved flags (:func:`resnetv2.train_args.saved_config`), written with the run's
+    """``PREFIX-args.json``: the resolved flags (:func:`resnet_toolkit.train_args.saved_config`), written with the run's
     first checkpoint; a retrain keeps the file of the run it continues."""
     path = _config_path(cfg)
     if not (cfg.retrain and path.is_file()):

@@ -40,8 +40,8 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from resnetv2.checkpoint import list_epochs, params_path, save_checkpoint, symbol_path
-from resnetv2.errors import UserError
+from resnet_toolkit.checkpoint import list_epochs, params_path, save_checkpoint, symbol_path
+from resnet_toolkit.errors import UserError
 
 IMPORT_EPOCH = 0  # PREFIX-0000.params, as the original project's published models
 GLUONCV_BN_EPS = 1e-5

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resnetv2.errors import UserError
+from resnet_toolkit.errors import UserError
 
 
 @dataclass(frozen=True)

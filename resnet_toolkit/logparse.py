@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from resnetv2.errors import UserError
+from resnet_toolkit.errors import UserError
 
 # Metric names as MXNet writes them -> this module's names.
 METRIC_ALIASES = {

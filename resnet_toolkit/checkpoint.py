@@ -19,8 +19,8 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from resnetv2.errors import UserError
-from resnetv2.fileio import atomic_path, atomic_write_text, process_alive
+from resnet_toolkit.errors import UserError
+from resnet_toolkit.fileio import atomic_path, atomic_write_text, process_alive
 
 
 def symbol_path(prefix: str | os.PathLike) -> Path:

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TextIO
 
-from resnetv2.errors import UserError
+from resnet_toolkit.errors import UserError
 
 LOOPBACK = "127.0.0.1"
 # What a scheduler or server runs: MXNet serves inside `import mxnet` when DMLC_ROLE is not 'worker'.
-SERVE_CODE = "import resnetv2, mxnet"
+SERVE_CODE = "import resnet_toolkit, mxnet"
 
 
 @dataclass
@@ -72,7 +72,7 @@ def plan_local(command: Sequence[str], num_workers: int, num_servers: int, port:
     """Every process of a one-machine job, all bound to 127.0.0.1 on the loopback interface.
 
     ``command`` is the worker's argv (e.g. ``['python', 'train_resnet.py', '--kv-store', 'dist_sync']``);
-    scheduler and servers run ``python -c "import resnetv2, mxnet"``.
+    scheduler and servers run ``python -c "import resnet_toolkit, mxnet"``.
     """
     check_counts(num_workers, num_servers)
     if not command:

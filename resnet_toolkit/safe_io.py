@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import IO, Iterator
 
-from resnetv2.errors import UserError
+from resnet_toolkit.errors import UserError
 
 # The globals a numpy array's pickle refers to (numpy 1.x and 2.x spellings), plus the one Python 3 uses to
 # pickle ``bytes`` under protocol 2. Everything else a pickle asks for is refused.

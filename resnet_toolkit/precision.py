@@ -2,7 +2,7 @@
 
 The policy, the same for both engines and both low-precision types: ``Convolution`` and ``FullyConnected`` (about
 90 % of a step's time, bench/RESULTS.md) run in the low type; everything else (BatchNorm, including the fused
-BN+ReLU of :func:`resnetv2.fastpath.training_graph`, ReLU, the residual sums, pooling, the softmax and its loss)
+BN+ReLU of :func:`resnet_toolkit.fastpath.training_graph`, ReLU, the residual sums, pooling, the softmax and its loss)
 runs in float32. :func:`mixed_precision_symbol` writes that policy into the graph with MXNet AMP's ``amp_cast``
 operator: before each such op its data, weight and bias are cast to the low type, after it the output is cast
 back to float32. The parameters stay float32 variables (the master weights): the ``amp_cast`` backward returns
@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from resnetv2.errors import UserError
+from resnet_toolkit.errors import UserError
 
 DTYPES = ("float32", "bfloat16", "float16")
 LOW_PRECISION_OPS = ("Convolution", "FullyConnected")
@@ -119,7 +119,7 @@ def mixed_precision_symbol(sym, dtype: str, data_names: Sequence[str] = ("data",
     then reads and writes ``dtype``, with float32 parameters). Either way the variables keep their names and are
     float32; ``dtype='float32'`` returns ``sym`` unchanged. ``data_names`` are the graph's inputs (not parameters).
 
-    Apply it last: a later rewrite that round-trips the graph through ``tojson()`` (as :mod:`resnetv2.fastpath`'s
+    Apply it last: a later rewrite that round-trips the graph through ``tojson()`` (as :mod:`resnet_toolkit.fastpath`'s
     do) drops every ``amp_cast`` node, silently giving back the float32 graph.
     """
     import mxnet as mx
@@ -213,10 +213,10 @@ def param_dtypes(sym, **input_types: str) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------- Gluon
 def mixed_precision_block(net, data_shape: tuple, dtype: str, fast_graph: bool = True, policy: str = "fp32-bn"):
     """A training block equal to ``net`` with :func:`mixed_precision_symbol`'s casts (and, with ``fast_graph``,
-    :func:`resnetv2.fastpath.training_graph`'s rewrites), static memory.
+    :func:`resnet_toolkit.fastpath.training_graph`'s rewrites), static memory.
 
     The returned SymbolBlock shares ``net``'s float32 Parameters, as
-    :func:`resnetv2.fastpath.hybridize_for_training` does: a ``gluon.Trainer`` over ``net.collect_params()``
+    :func:`resnet_toolkit.fastpath.hybridize_for_training` does: a ``gluon.Trainer`` over ``net.collect_params()``
     updates both, checkpoints saved from ``net`` are float32. ``net`` must be initialised; it is traced once on
     zeros of ``data_shape`` (per context). Its output (the logits) is float32.
     """
@@ -224,7 +224,7 @@ def mixed_precision_block(net, data_shape: tuple, dtype: str, fast_graph: bool =
 
     if dtype == "float32":
         if fast_graph:
-            from resnetv2.fastpath import hybridize_for_training
+            from resnet_toolkit.fastpath import hybridize_for_training
 
             return hybridize_for_training(net, data_shape)
         net.hybridize()
@@ -234,7 +234,7 @@ def mixed_precision_block(net, data_shape: tuple, dtype: str, fast_graph: bool =
     sym = net._cached_graph[1]
     data_name = net._cached_graph[0][0].name
     if fast_graph:
-        from resnetv2.fastpath import training_graph
+        from resnet_toolkit.fastpath import training_graph
 
         sym, _ = training_graph(sym)
     sym = mixed_precision_symbol(sym, dtype, data_names=(data_name,), policy=policy)

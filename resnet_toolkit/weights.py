@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from resnetv2.errors import UserError
+from resnet_toolkit.errors import UserError
 
 
 def init_params(sym, data_shape: tuple[int, ...], seed: int) -> tuple[dict, dict]:
@@ -105,7 +105,7 @@ def finetune_params(text: str, sym, data_shape: tuple[int, ...], seed: int
     the checkpoint's comes from it, the classifier ``fc1`` and everything else is initialised as
     :func:`init_params` does. Raises :class:`UserError` when the checkpoint is missing or nothing but the
     classifier could be taken from it (another network)."""
-    from resnetv2 import checkpoint as ckpt
+    from resnet_toolkit import checkpoint as ckpt
 
     prefix, epoch_text = parse_finetune(text)
     if not ckpt.list_epochs(prefix):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from resnetv2.errors import UserError
+from resnet_toolkit.errors import UserError
 
 
 @dataclass

@@ -13,15 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from resnetv2.cluster import Cluster
-from resnetv2.errors import UserError
-from resnetv2.recipe import is_decayed, soft_cross_entropy
+from resnet_toolkit.cluster import Cluster
+from resnet_toolkit.errors import UserError
+from resnet_toolkit.recipe import is_decayed, soft_cross_entropy
 
 
 @dataclass
 class TrainSetup:
-    """What both engines apply beyond the optimizer's own arguments (:mod:`resnetv2.recipe`,
-    :mod:`resnetv2.precision`): whether targets are distributions over ``num_classes``, weight-decay and
+    """What both engines apply beyond the optimizer's own arguments (:mod:`resnet_toolkit.recipe`,
+    :mod:`resnet_toolkit.precision`): whether targets are distributions over ``num_classes``, weight-decay and
     learning-rate multipliers by parameter name, the names of frozen (untrained) parameters, and the compute
     ``dtype`` (weights and checkpoints stay float32)."""
 
@@ -47,7 +47,7 @@ def _optimizer(name: str, optimizer_params: dict, param_names, wd_mult: dict, lr
 class ModuleEngine:
     """``mx.mod.Module`` over the Symbol, as the original trained (there through FeedForward).
 
-    With ``fast_graph`` the Module binds :func:`resnetv2.fastpath.training_graph` of ``sym``: the same parameters
+    With ``fast_graph`` the Module binds :func:`resnet_toolkit.fastpath.training_graph` of ``sym``: the same parameters
     and outputs (tests/test_fastpath.py), a faster backward pass on CPU. Checkpoints still hold ``sym``.
     """
 
@@ -55,11 +55,11 @@ class ModuleEngine:
                  optimizer_params: dict, fast_graph: bool = False, recipe: TrainSetup | None = None):
         import mxnet as mx
 
-        from resnetv2.precision import mixed_precision_symbol
+        from resnet_toolkit.precision import mixed_precision_symbol
 
         recipe = recipe or TrainSetup()
         if fast_graph:
-            from resnetv2.fastpath import training_graph
+            from resnet_toolkit.fastpath import training_graph
 
             sym, _ = training_graph(sym)
         sym = mixed_precision_symbol(sym, recipe.dtype)  # last: a graph rewrite after it would drop the casts
@@ -129,7 +129,7 @@ class GluonEngine:
     """``net`` (the Gluon net from the same spec as the Symbol, uninitialised) hybridized, with ``gluon.Trainer``
     on the same kvstore; parameters in and out under the Symbol's names, so the checkpoint files are the same.
 
-    With ``fast_graph`` batches run through :func:`resnetv2.fastpath.hybridize_for_training`'s block, which shares
+    With ``fast_graph`` batches run through :func:`resnet_toolkit.fastpath.hybridize_for_training`'s block, which shares
     the net's Parameters (the Trainer and the checkpoints see the same arrays).
     """
 
@@ -138,7 +138,7 @@ class GluonEngine:
         import mxnet as mx
         from mxnet import gluon
 
-        from resnetv2.precision import make_loss_scaler, mixed_precision_block
+        from resnet_toolkit.precision import make_loss_scaler, mixed_precision_block
         from symbols.gluon_resnet_v2 import load_symbol_params
 
         self.contexts = contexts
@@ -187,7 +187,7 @@ class GluonEngine:
         from mxnet import autograd
         from mxnet.gluon.utils import split_and_load
 
-        from resnetv2.precision import backward
+        from resnet_toolkit.precision import backward
 
         parts = split_and_load(data, self.contexts, even_split=True)
         target_parts = split_and_load(targets, self.contexts, even_split=True)
@@ -203,7 +203,7 @@ class GluonEngine:
         """As :meth:`ModuleEngine.update`."""
         from mxnet.gluon.utils import split_and_load
 
-        from resnetv2.precision import ready_to_update
+        from resnet_toolkit.precision import ready_to_update
 
         outputs = self._pending
         if ready_to_update(self.scaler, self.trainer._params):  # a float16 overflow skips the step

@@ -2,7 +2,7 @@
 soft targets (label smoothing, mixup), per-parameter multipliers (no weight decay on BN and biases, a lower
 rate for the body, frozen stages) and zero-initialised last layers.
 
-Pure functions of numpy arrays and names; :mod:`resnetv2.fit` applies them to both engines, so Module and Gluon
+Pure functions of numpy arrays and names; :mod:`resnet_toolkit.fit` applies them to both engines, so Module and Gluon
 train on the same targets with the same multipliers.
 """
 from __future__ import annotations

@@ -18,8 +18,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from resnetv2.checkpoint import latest_epoch, list_epochs, load_params, params_path, symbol_path
-from resnetv2.errors import UserError
+from resnet_toolkit.checkpoint import latest_epoch, list_epochs, load_params, params_path, symbol_path
+from resnet_toolkit.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CLASSIFIER = "fc1"
@@ -140,7 +140,7 @@ class Model:
     def __init__(self, module, symbol, arg_params: dict, aux_params: dict, batch_size: int,
                  image_shape: tuple[int, int, int], num_classes: int, fast=None):
         self.module = module
-        self.fast = fast  # resnetv2.fastpath.InferenceModel bound for batch_size, or None: the module runs
+        self.fast = fast  # resnet_toolkit.fastpath.InferenceModel bound for batch_size, or None: the module runs
         self.symbol = symbol
         self.arg_params = arg_params
         self.aux_params = aux_params
@@ -169,7 +169,7 @@ def load_model(prefix: str | os.PathLike, epoch: int, ctx=None, batch_size: int 
     """Load checkpoint ``prefix``/``epoch`` and bind it for inference on ``ctx`` (default CPU) for batches of up
     to ``batch_size`` images of ``image_shape`` (default from the network's stem: 224 or 32 square).
 
-    ``fast`` (CPU only, the default): predict through :class:`resnetv2.fastpath.InferenceModel` (conv+BN folded,
+    ``fast`` (CPU only, the default): predict through :class:`resnet_toolkit.fastpath.InferenceModel` (conv+BN folded,
     BN+ReLU fused, MKLDNN subgraph); the same outputs within 1e-4 (tested), 1.03-1.12x the plain module's img/s
     on a quiet 2-core machine (bench/RESULTS.md). ``fast=False`` runs the checkpoint's graph as saved (MXNet
     1.9.1 still applies its own MKLDNN pass to it)."""
@@ -191,7 +191,7 @@ def load_model(prefix: str | os.PathLike, epoch: int, ctx=None, batch_size: int 
         raise UserError(f"{params_file}: does not fit {Path(str(prefix) + '-symbol.json').name}: {detail}") from None
     fast_model = None
     if fast and (ctx or mx.cpu()).device_type == "cpu":
-        from resnetv2.fastpath import InferenceModel
+        from resnet_toolkit.fastpath import InferenceModel
         try:
             fast_model = InferenceModel(net, arg_params, aux_params, (batch_size,) + shape, ctx=ctx or mx.cpu())
         except (mx.base.MXNetError, KeyError, ValueError):
@@ -201,11 +201,11 @@ def load_model(prefix: str | os.PathLike, epoch: int, ctx=None, batch_size: int 
 
 def load_int8_model(prefix: str | os.PathLike, epoch: int, batch_size: int = 32,
                     image_shape: Sequence[int] | None = None) -> Model:
-    """Load the INT8 model :mod:`resnetv2.quantize` wrote (``prefix`` is its own prefix, ``P-int8``) and bind it
+    """Load the INT8 model :mod:`resnet_toolkit.quantize` wrote (``prefix`` is its own prefix, ``P-int8``) and bind it
     on the CPU for batches of up to ``batch_size`` images (``image_shape`` defaults from the stem)."""
     import mxnet as mx
 
-    from resnetv2.quantize import Int8Executor, is_quantized
+    from resnet_toolkit.quantize import Int8Executor, is_quantized
 
     if batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {batch_size}")
@@ -230,7 +230,7 @@ def load_model_from_flags(args) -> Model:
 
     ``--int8`` runs ``PREFIX-int8-symbol.json`` / ``PREFIX-int8-EPOCH.params`` (``tools/quantize.py`` writes them);
     a ``--prefix`` naming such files directly is recognised by its graph and run as INT8 without the flag."""
-    from resnetv2.quantize import int8_files, int8_prefix
+    from resnet_toolkit.quantize import int8_files, int8_prefix
 
     prefix = str(args.prefix)
     int8 = getattr(args, "int8", False)
@@ -421,7 +421,7 @@ def score_record(model: Model, rec: str | os.PathLike, progress: bool = True, pr
     import mxnet as mx
     from tqdm import tqdm
 
-    from resnetv2.data import check_record_file, count_records, get_layout, make_val_iter
+    from resnet_toolkit.data import check_record_file, count_records, get_layout, make_val_iter
 
     check_record_file(rec)
     total = count_records(rec)

@@ -30,9 +30,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from resnetv2.errors import UserError
-from resnetv2.fileio import atomic_path, atomic_write_text
-from resnetv2.safe_io import iter_archive_files, load_pickle_safely
+from resnet_toolkit.errors import UserError
+from resnet_toolkit.fileio import atomic_path, atomic_write_text
+from resnet_toolkit.safe_io import iter_archive_files, load_pickle_safely
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
