@@ -13,6 +13,7 @@ curve) and ``meta:base_lr`` (the peak of a cosine/poly curve).
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
@@ -184,3 +185,20 @@ def prune(prefix: str | os.PathLike, keep_last: int, keep: Iterable[int] = ()) -
         states_path(prefix, epoch).unlink(missing_ok=True)
         deleted.append(epoch)
     return deleted
+
+
+def add_retention_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """``--keep-last`` and ``--save-best`` (read by :func:`resnet_toolkit.fit.fit` through :func:`prune` and
+    :func:`write_best`)."""
+    files = parser.add_argument_group("Checkpoint retention")
+    files.add_argument("--keep-last", type=int, default=0,
+                       help="keep only the newest N epochs' checkpoints (0 keeps all); never deletes the newest, "
+                            "nor the best with --save-best")
+    files.add_argument("--save-best", action="store_true",
+                       help="keep the checkpoint with the best validation accuracy (PREFIX-best.json names it)")
+    return files
+
+
+def check_retention_args(args) -> None:
+    if args.keep_last < 0:
+        raise UserError(f"--keep-last must be >= 0, got {args.keep_last}")

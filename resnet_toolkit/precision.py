@@ -21,6 +21,7 @@ pairings with one line.
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -52,6 +53,14 @@ def native_bf16(flags: Iterable[str] | None = None) -> bool:
     bfloat16 on AVX-512 (kernels ``jit_bf16:avx512_core``), measured about 2x *slower* than float32 here."""
     flags = cpu_flags() if flags is None else set(flags)
     return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def add_precision_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    group = parser.add_argument_group("Precision")
+    group.add_argument("--dtype", type=str, default="float32", choices=list(DTYPES),
+                       help="compute type: bfloat16 on CPU (oneDNN; BN, softmax and the weights stay float32), "
+                            "float16 on GPUs (--api gluon, dynamic loss scaling); checkpoints are always float32")
+    return group
 
 
 def check_dtype(dtype: str, num_gpus: int, api: str = "module", kv_store: str = "local",

@@ -7,11 +7,16 @@ train on the same targets with the same multipliers.
 """
 from __future__ import annotations
 
+import argparse
+import math
 import re
 from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
+
+from resnet_toolkit.errors import UserError
+from resnet_toolkit.schedule import LR_MODES
 
 
 # --------------------------------------------------------------------------------------------- soft targets
@@ -120,3 +125,48 @@ def multipliers(names: Iterable[str], no_wd: bool = False, lr_mult_body: float =
     wd_mult = {n: 1.0 if is_decayed(n, no_wd) else 0.0 for n in names}
     lr_mult = {n: 1.0 if n.startswith(HEAD_PREFIX) else float(lr_mult_body) for n in names}
     return wd_mult, lr_mult
+
+
+# ------------------------------------------------------------------------------------------------- flags
+def add_recipe_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The modern recipe's options (GluonCV's flag names), each off by default: the original's recipe is the
+    default (resnet_toolkit/recipe.py, resnet_toolkit/schedule.py)."""
+    recipe = parser.add_argument_group("Recipe (each off by default)")
+    recipe.add_argument("--lr-mode", type=str, default="step", choices=list(LR_MODES),
+                        help="step: x --lr-factor at --lr-steps; cosine: (1+cos(pi t))/2 from --lr to 0 over the "
+                             "updates after the warm-up; poly: (1-t)^2")
+    recipe.add_argument("--warmup-epochs", type=float, default=0.0,
+                        help="epochs of linear warm-up from --warmup-lr to the curve (counted in updates)")
+    recipe.add_argument("--warmup-lr", type=float, default=0.0, help="rate of the first warm-up update")
+    recipe.add_argument("--label-smoothing", type=float, default=0.0,
+                        help="EPS: train against 1-EPS+EPS/K on the label and EPS/K elsewhere (K classes)")
+    recipe.add_argument("--mixup", type=float, default=0.0,
+                        help="ALPHA > 0: mixup, each batch mixed with itself reversed, weight ~ Beta(ALPHA, ALPHA)")
+    recipe.add_argument("--mixup-off-epoch", type=int, default=0, help="train the last N epochs without mixup")
+    recipe.add_argument("--no-wd", action="store_true",
+                        help="no weight decay on BatchNorm gamma (beta and biases are never decayed)")
+    recipe.add_argument("--last-gamma", action="store_true",
+                        help="start every residual unit as the identity: its last convolution's weights zero "
+                             "(the pre-activation unit ends in a convolution, not a BatchNorm)")
+    return recipe
+
+
+def check_recipe_args(args) -> None:
+    """One clear :class:`UserError` for a recipe flag out of its range (``args``: the parsed flags, with
+    ``end_epoch`` and ``lr_step_epochs`` resolved)."""
+    for name in ("warmup_epochs", "warmup_lr", "label_smoothing", "mixup"):
+        value = getattr(args, name)
+        if not math.isfinite(value) or value < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+    if args.label_smoothing >= 1:
+        raise UserError(f"--label-smoothing must be below 1, got {args.label_smoothing}")
+    if args.warmup_epochs >= args.end_epoch:
+        raise UserError(f"--warmup-epochs {args.warmup_epochs:g} must end before --end-epoch {args.end_epoch}")
+    if args.warmup_epochs and args.lr_mode == "step" and args.lr_step_epochs \
+            and args.warmup_epochs > args.lr_step_epochs[0]:
+        raise UserError(f"--warmup-epochs {args.warmup_epochs:g} runs past the first --lr-steps epoch "
+                        f"{args.lr_step_epochs[0]}")
+    if args.mixup_off_epoch < 0:
+        raise UserError(f"--mixup-off-epoch must be >= 0, got {args.mixup_off_epoch}")
+    if args.mixup_off_epoch and not args.mixup:
+        raise UserError("--mixup-off-epoch needs --mixup ALPHA")

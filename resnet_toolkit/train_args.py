@@ -12,9 +12,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from resnet_toolkit.checkpoint import add_retention_args, check_retention_args
 from resnet_toolkit.data import DatasetLayout
 from resnet_toolkit.errors import UserError
-from resnet_toolkit.schedule import DEFAULT_END_EPOCH, DEFAULT_STEPS, LR_MODES, parse_steps
+from resnet_toolkit.precision import add_precision_args, check_dtype
+from resnet_toolkit.recipe import add_recipe_args, check_recipe_args
+from resnet_toolkit.schedule import DEFAULT_END_EPOCH, DEFAULT_STEPS, parse_steps
+from resnet_toolkit.weights import add_finetune_args, check_finetune_args
 from symbols.spec import add_network_args
 
 
@@ -54,9 +58,6 @@ def add_model_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     model.add_argument("--workspace", type=int, default=512, help="convolution workspace, MB")
     model.add_argument("--memonger", action="store_true",
                        help="plan activation recomputation to save memory (Module path only)")
-    model.add_argument("--dtype", type=str, default="float32", choices=["float32", "bfloat16", "float16"],
-                       help="compute type: bfloat16 on CPU (oneDNN; BN, softmax and the weights stay float32), "
-                            "float16 on GPUs (--api gluon, dynamic loss scaling); checkpoints are always float32")
     model.add_argument("--api", type=str, default="module", choices=["module", "gluon"],
                        help="train through mx.mod.Module (Symbol) or the hybridized Gluon net")
     model.add_argument("--plain-graph", action="store_true",
@@ -96,53 +97,12 @@ def add_fit_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     return fit
 
 
-def add_recipe_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """The modern recipe's options (GluonCV's flag names), each off by default: the original's recipe is the
-    default (resnet_toolkit/recipe.py, resnet_toolkit/schedule.py)."""
-    recipe = parser.add_argument_group("Recipe (each off by default)")
-    recipe.add_argument("--lr-mode", type=str, default="step", choices=list(LR_MODES),
-                        help="step: x --lr-factor at --lr-steps; cosine: (1+cos(pi t))/2 from --lr to 0 over the "
-                             "updates after the warm-up; poly: (1-t)^2")
-    recipe.add_argument("--warmup-epochs", type=float, default=0.0,
-                        help="epochs of linear warm-up from --warmup-lr to the curve (counted in updates)")
-    recipe.add_argument("--warmup-lr", type=float, default=0.0, help="rate of the first warm-up update")
-    recipe.add_argument("--label-smoothing", type=float, default=0.0,
-                        help="EPS: train against 1-EPS+EPS/K on the label and EPS/K elsewhere (K classes)")
-    recipe.add_argument("--mixup", type=float, default=0.0,
-                        help="ALPHA > 0: mixup, each batch mixed with itself reversed, weight ~ Beta(ALPHA, ALPHA)")
-    recipe.add_argument("--mixup-off-epoch", type=int, default=0, help="train the last N epochs without mixup")
-    recipe.add_argument("--no-wd", action="store_true",
-                        help="no weight decay on BatchNorm gamma (beta and biases are never decayed)")
-    recipe.add_argument("--last-gamma", action="store_true",
-                        help="start every residual unit as the identity: its last convolution's weights zero "
-                             "(the pre-activation unit ends in a convolution, not a BatchNorm)")
-    return recipe
-
-
-def add_checkpoint_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    files = parser.add_argument_group("Checkpoints and configuration")
-    files.add_argument("--keep-last", type=int, default=0,
-                       help="keep only the newest N epochs' checkpoints (0 keeps all); never deletes the newest, "
-                            "nor the best with --save-best")
-    files.add_argument("--save-best", action="store_true",
-                       help="keep the checkpoint with the best validation accuracy (PREFIX-best.json names it)")
-    files.add_argument("--config", type=str, default=None,
+def add_config_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    group = parser.add_argument_group("Configuration")
+    group.add_argument("--config", type=str, default=None,
                        help="JSON or YAML file of flag values ({'lr': 0.1, 'lr-mode': 'cosine', ...}, e.g. a "
                             "PREFIX-args.json that a run wrote); flags on the command line override it")
-    return files
-
-
-def add_finetune_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    tune = parser.add_argument_group("Fine-tuning")
-    tune.add_argument("--finetune", type=str, default=None,
-                      help="PREFIX[,EPOCH]: start from this checkpoint's weights (epoch omitted: the newest); "
-                           "every parameter whose name and shape match is loaded, fc1 is new for --num-classes; "
-                           "a fresh schedule and optimizer state")
-    tune.add_argument("--freeze-stages", type=int, default=0,
-                      help="with --finetune: do not train the stem and stages 1..N")
-    tune.add_argument("--lr-mult-body", type=float, default=1.0,
-                      help="rate multiplier for everything but the classifier fc1 (e.g. 0.1 when fine-tuning)")
-    return tune
+    return group
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -159,9 +119,11 @@ def build_parser(prog: str = "train_resnet.py") -> argparse.ArgumentParser:
     add_model_args(parser)
     add_network_args(parser)
     add_fit_args(parser)
+    add_precision_args(parser)
     add_recipe_args(parser)
     add_finetune_args(parser)
-    add_checkpoint_args(parser)
+    add_retention_args(parser)
+    add_config_args(parser)
     return parser
 
 
@@ -314,8 +276,6 @@ def resolve_args(args: argparse.Namespace) -> RunConfig:
         raise UserError(f"--num-examples must be positive, got {args.num_examples}")
     args.gpu_ids = parse_gpus(args.gpus)
     args.num_contexts = len(args.gpu_ids) or args.cpus
-    from resnet_toolkit.precision import check_dtype
-
     check_dtype(args.dtype, len(args.gpu_ids), args.api, args.kv_store)
     if args.batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
@@ -325,8 +285,8 @@ def resolve_args(args: argparse.Namespace) -> RunConfig:
         raise UserError("--memonger plans a Symbol graph: it works with --api module only (Gluon's CachedOp "
                         "ignores mirroring)")
     check_recipe_args(args)
-    if args.freeze_stages > len(spec.units):
-        raise UserError(f"--freeze-stages {args.freeze_stages}: the network has {len(spec.units)} stages")
+    check_finetune_args(args, len(spec.units))
+    check_retention_args(args)
     if args.model_load_epoch is not None and str(args.model_load_epoch) != "latest":
         try:
             if int(args.model_load_epoch) < -1:
@@ -338,32 +298,6 @@ def resolve_args(args: argparse.Namespace) -> RunConfig:
     args.lr_step_epochs = tuple(args.lr_step_epochs)
     args.gpu_ids = tuple(args.gpu_ids)
     return RunConfig(**vars(args))
-
-
-def check_recipe_args(args: argparse.Namespace) -> None:
-    """One clear error for a recipe, fine-tuning or retention flag out of its range."""
-    for name in ("warmup_epochs", "warmup_lr", "label_smoothing", "mixup", "lr_mult_body"):
-        value = getattr(args, name)
-        if not math.isfinite(value) or value < 0:
-            raise UserError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
-    if args.label_smoothing >= 1:
-        raise UserError(f"--label-smoothing must be below 1, got {args.label_smoothing}")
-    if args.warmup_epochs >= args.end_epoch:
-        raise UserError(f"--warmup-epochs {args.warmup_epochs:g} must end before --end-epoch {args.end_epoch}")
-    if args.warmup_epochs and args.lr_mode == "step" and args.lr_step_epochs \
-            and args.warmup_epochs > args.lr_step_epochs[0]:
-        raise UserError(f"--warmup-epochs {args.warmup_epochs:g} runs past the first --lr-steps epoch "
-                        f"{args.lr_step_epochs[0]}")
-    for name in ("mixup_off_epoch", "keep_last", "freeze_stages"):
-        if getattr(args, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.mixup_off_epoch and not args.mixup:
-        raise UserError("--mixup-off-epoch needs --mixup ALPHA")
-    if args.finetune and args.retrain:
-        raise UserError("--finetune starts a new run from other weights; --retrain continues this run's own "
-                        "checkpoints: use one of them")
-    if args.freeze_stages and not args.finetune:
-        raise UserError("--freeze-stages needs --finetune (frozen random weights learn nothing)")
 
 
 def uses_training_graph(args: RunConfig) -> bool:

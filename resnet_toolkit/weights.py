@@ -2,6 +2,8 @@
 from another network's checkpoint."""
 from __future__ import annotations
 
+import argparse
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,3 +134,32 @@ def finetune_params(text: str, sym, data_shape: tuple[int, ...], seed: int
                         f"{len(report.loaded) + len(body)} arrays (classifier aside) fit {report.source} by name and "
                         f"shape: it holds another network (another --depth or --data-type?); e.g. {body[0]}")
     return arg_params, aux_params, report
+
+
+# ------------------------------------------------------------------------------------------------- flags
+def add_finetune_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    tune = parser.add_argument_group("Fine-tuning")
+    tune.add_argument("--finetune", type=str, default=None,
+                      help="PREFIX[,EPOCH]: start from this checkpoint's weights (epoch omitted: the newest); "
+                           "every parameter whose name and shape match is loaded, fc1 is new for --num-classes; "
+                           "a fresh schedule and optimizer state")
+    tune.add_argument("--freeze-stages", type=int, default=0,
+                      help="with --finetune: do not train the stem and stages 1..N")
+    tune.add_argument("--lr-mult-body", type=float, default=1.0,
+                      help="rate multiplier for everything but the classifier fc1 (e.g. 0.1 when fine-tuning)")
+    return tune
+
+
+def check_finetune_args(args, num_stages: int) -> None:
+    """One clear :class:`UserError` for fine-tuning flags that cannot go together or are out of range."""
+    if not math.isfinite(args.lr_mult_body) or args.lr_mult_body < 0:
+        raise UserError(f"--lr-mult-body must be a finite number >= 0, got {args.lr_mult_body}")
+    if args.freeze_stages < 0:
+        raise UserError(f"--freeze-stages must be >= 0, got {args.freeze_stages}")
+    if args.finetune and args.retrain:
+        raise UserError("--finetune starts a new run from other weights; --retrain continues this run's own "
+                        "checkpoints: use one of them")
+    if args.freeze_stages and not args.finetune:
+        raise UserError("--freeze-stages needs --finetune (frozen random weights learn nothing)")
+    if args.freeze_stages > num_stages:
+        raise UserError(f"--freeze-stages {args.freeze_stages}: the network has {num_stages} stages")
