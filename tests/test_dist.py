@@ -185,6 +185,19 @@ def test_dist_sync_two_workers(dist_sync, single):
     assert cosine > MIN_UPDATE_COSINE, (ratio, cosine)
 
 
+def test_dist_sync_validation_is_the_whole_validation_set(dist_sync, split_dir):
+    """Each worker logs the accuracy of the whole validation file (128 images), not of its 1/2 share: it equals
+    what tools/score.py's library gives for that worker's checkpoint over every record."""
+    from resnet_toolkit.predictor import load_model, score_record
+
+    for rank in range(2):
+        logged = json_stats(dist_sync / f"train-{rank}.log")[0]["val-accuracy"]
+        model = load_model(dist_sync / "model" / f"resnet-cifar10-8-{rank}", 1, batch_size=32)
+        score = score_record(model, split_dir / "cifar10_val.rec", progress=False)
+        assert score.images == 128
+        assert logged == pytest.approx(score.top1, abs=1e-6), (rank, logged, score.top1)
+
+
 def test_dist_device_sync_equals_dist_sync(dist_sync, split_dir, tmp_path):
     launch(split_dir, tmp_path, "dist_device_sync")
     for rank in range(2):
