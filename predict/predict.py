@@ -18,6 +18,7 @@ from pathlib import Path
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 from resnet_toolkit.errors import UserError, run_cli
 from resnet_toolkit.predictor import (
+    add_checkpoint_args,
     find_images,
     format_prediction,
     load_model_from_flags,
@@ -32,24 +33,12 @@ IMAGENET_SYNSET = Path(__file__).resolve().parent / "synset.txt"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--img", nargs="+", required=True, help="image files and/or folders (searched recursively)")
-    parser.add_argument("--prefix", required=True, help="checkpoint prefix, e.g. model/resnet-imagenet-50-0")
-    parser.add_argument("--epoch", type=int,
-                        help="checkpoint epoch, the NNNN of -NNNN.params (default: the newest complete one)")
+    add_checkpoint_args(parser, batch_size=32)
     parser.add_argument("--synset", help="class names, one per line (default: synset.txt beside the checkpoint)")
-    parser.add_argument("--num-classes", type=int, help="check that the checkpoint has this many classes")
-    parser.add_argument("--gpu", type=int, help="GPU id to run on (default: GPU 0 when present, else CPU)")
-    parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
     parser.add_argument("--top-k", type=int, default=5, help="classes shown per image")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    parser.add_argument("--image-shape", help="network input 3,H,W (default: 3,224,224 or 3,32,32 from the stem)")
     parser.add_argument("--resize", type=int, help="shorter side before the center crop (default: 256 for 224, "
                                                    "else the input size)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text lines")
-    parser.add_argument("--plain-graph", action="store_true",
-                        help="run the checkpoint's graph as saved instead of the folded, fused one (same results)")
-    parser.add_argument("--int8", action="store_true",
-                        help="run the INT8 model tools/quantize.py wrote (PREFIX-int8-symbol.json, "
-                             "PREFIX-int8-EPOCH.params; CPU only); a --prefix naming those files is detected")
     return parser.parse_args(argv)
 
 

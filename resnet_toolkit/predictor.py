@@ -10,6 +10,7 @@ size, raw 0..255 values in NCHW float32: the network's ``bn_data`` normalises, a
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from dataclasses import dataclass
@@ -222,11 +223,45 @@ def load_int8_model(prefix: str | os.PathLike, epoch: int, batch_size: int = 32,
     return Model(None, symbol, arg_params, aux_params, batch_size, shape, num_classes, executor)
 
 
+def add_checkpoint_args(parser: argparse.ArgumentParser, *, batch_size: int | None = 32,
+                        batch_help: str = "images per forward pass", devices: bool = True, int8: bool = True,
+                        plain_graph: bool = True, num_classes: bool = True, epoch_required: bool = False,
+                        description: str | None = None) -> argparse._ArgumentGroup:
+    """Declare the checkpoint flags the tools share (and :func:`load_model_from_flags` reads), in a "checkpoint"
+    group of ``parser``: ``--prefix`` (required), ``--epoch`` (default None: the newest complete one;
+    ``epoch_required`` makes it required), ``--image-shape``, and, each switched off by its keyword for a tool that
+    does not take it: ``--batch-size`` (default ``batch_size`` images, ``batch_help``; None: no flag),
+    ``--num-classes``, ``--gpu``/``--cpu`` (``devices``), ``--plain-graph`` and ``--int8``. ``description`` is the
+    group's line in ``--help``. Returns the group."""
+    group = parser.add_argument_group("checkpoint", description)
+    group.add_argument("--prefix", required=True,
+                       help="checkpoint prefix (PREFIX-symbol.json, PREFIX-NNNN.params), e.g. "
+                            "model/resnet-imagenet-50-0")
+    group.add_argument("--epoch", type=int, required=epoch_required,
+                       help="checkpoint epoch, the NNNN of PREFIX-NNNN.params"
+                            + ("" if epoch_required else " (default: the newest complete one)"))
+    if batch_size is not None:
+        group.add_argument("--batch-size", type=int, default=batch_size, help=f"{batch_help} (default {batch_size})")
+    group.add_argument("--image-shape", help="network input 3,H,W (default: 3,224,224 or 3,32,32 from the stem)")
+    if num_classes:
+        group.add_argument("--num-classes", type=int, help="check that the checkpoint has this many classes")
+    if devices:
+        group.add_argument("--gpu", type=int, help="GPU id to run on (default: GPU 0 when present, else CPU)")
+        group.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
+    if plain_graph:
+        group.add_argument("--plain-graph", action="store_true",
+                           help="run the checkpoint's graph as saved instead of the folded, fused one (same results)")
+    if int8:
+        group.add_argument("--int8", action="store_true",
+                           help="run the INT8 model tools/quantize.py wrote (PREFIX-int8-symbol.json, "
+                                "PREFIX-int8-EPOCH.params; CPU only); a --prefix naming those files is detected")
+    return group
+
+
 def load_model_from_flags(args) -> Model:
-    """:func:`load_model` for the flags ``predict/predict.py`` and ``tools/score.py`` share: ``--prefix``,
-    ``--epoch`` (None: the newest, see :func:`resolve_checkpoint`), ``--gpu``, ``--cpu``, ``--batch-size``,
-    ``--image-shape``, ``--plain-graph``, ``--int8`` and ``--num-classes`` (checked against the checkpoint's
-    ``fc1``).
+    """:func:`load_model` for the flags :func:`add_checkpoint_args` declares: ``--prefix``, ``--epoch`` (None:
+    the newest, see :func:`resolve_checkpoint`), ``--gpu``, ``--cpu``, ``--batch-size``, ``--image-shape``,
+    ``--plain-graph``, ``--int8`` and ``--num-classes`` (checked against the checkpoint's ``fc1``).
 
     ``--int8`` runs ``PREFIX-int8-symbol.json`` / ``PREFIX-int8-EPOCH.params`` (``tools/quantize.py`` writes them);
     a ``--prefix`` naming such files directly is recognised by its graph and run as INT8 without the flag."""

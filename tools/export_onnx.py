@@ -23,7 +23,14 @@ import numpy as np
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 from resnet_toolkit.errors import UserError, run_cli
 from resnet_toolkit.fileio import atomic_path
-from resnet_toolkit.predictor import Model, check_checkpoint, load_model, parse_image_shape, resolve_checkpoint
+from resnet_toolkit.predictor import (
+    Model,
+    add_checkpoint_args,
+    check_checkpoint,
+    load_model,
+    parse_image_shape,
+    resolve_checkpoint,
+)
 
 
 @dataclass
@@ -117,10 +124,8 @@ def export_onnx(prefix: str, epoch: int, out: str | os.PathLike, image_shape: Se
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--prefix", required=True, help="checkpoint prefix, e.g. model/resnet-imagenet-50-0")
-    parser.add_argument("--epoch", type=int, help="checkpoint epoch (default: the newest complete one)")
+    add_checkpoint_args(parser, batch_size=None, devices=False, int8=False, plain_graph=False, num_classes=False)
     parser.add_argument("--out", help="ONNX file to write (default: {prefix}-{epoch:04d}.onnx)")
-    parser.add_argument("--image-shape", help="input 3,H,W (default: 3,224,224 or 3,32,32 from the stem)")
     parser.add_argument("--check-batch", type=int, default=3,
                         help="random images to compare ONNX Runtime with MXNet on (0: no check)")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted absolute difference")

@@ -17,19 +17,19 @@ import os
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 from resnet_toolkit.errors import run_cli
+from resnet_toolkit.predictor import add_checkpoint_args
 from resnet_toolkit.quantize import CALIB_MODES, quantize_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--prefix", required=True, help="float32 checkpoint prefix, e.g. model/resnet-cifar10-20-0")
-    parser.add_argument("--epoch", type=int, required=True, help="checkpoint epoch (the NNNN of -NNNN.params)")
+    add_checkpoint_args(parser, batch_size=32, batch_help="images per calibration batch", devices=False, int8=False,
+                        plain_graph=False, num_classes=False, epoch_required=True,
+                        description="the float32 checkpoint to quantize")
     parser.add_argument("--calib-rec", required=True, help="RecordIO file of calibration images (.idx beside it)")
     parser.add_argument("--num-calib-batches", type=int, default=10, help="batches of calibration images")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per calibration batch")
     parser.add_argument("--calib-mode", choices=CALIB_MODES, default="naive",
                         help="naive: observed min/max per layer; entropy: KL-optimal thresholds (slower)")
-    parser.add_argument("--image-shape", help="input 3,H,W (default: 3,224,224 or 3,32,32 from the stem)")
     parser.add_argument("--exclude", nargs="+", default=[], metavar="LAYER",
                         help="layers to keep in float32, e.g. conv0 fc1")
     parser.add_argument("--preprocess-threads", type=int, default=2, help="decode threads")

@@ -14,26 +14,15 @@ import os
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 from resnet_toolkit.errors import run_cli
-from resnet_toolkit.predictor import load_model_from_flags, resolve_checkpoint, score_record
+from resnet_toolkit.predictor import add_checkpoint_args, load_model_from_flags, resolve_checkpoint, score_record
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--prefix", required=True, help="checkpoint prefix, e.g. model/resnet-imagenet-50-0")
-    parser.add_argument("--epoch", type=int, help="checkpoint epoch (default: the newest complete one)")
+    add_checkpoint_args(parser, batch_size=64)
     parser.add_argument("--rec", required=True, help="RecordIO file to score (its .idx beside it)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
-    parser.add_argument("--image-shape", help="input 3,H,W (default: 3,224,224 or 3,32,32 from the stem)")
-    parser.add_argument("--num-classes", type=int, help="check that the checkpoint has this many classes")
-    parser.add_argument("--gpu", type=int, help="GPU id (default: GPU 0 when present, else CPU)")
-    parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
     parser.add_argument("--preprocess-threads", type=int, default=2, help="decode threads")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--plain-graph", action="store_true",
-                        help="run the checkpoint's graph as saved instead of the folded, fused one (same results)")
-    parser.add_argument("--int8", action="store_true",
-                        help="run the INT8 model tools/quantize.py wrote (PREFIX-int8-symbol.json, "
-                             "PREFIX-int8-EPOCH.params; CPU only); a --prefix naming those files is detected")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     return parser.parse_args(argv)
 
