@@ -19,12 +19,12 @@ import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 from resnet_toolkit.errors import UserError, run_cli
 from resnet_toolkit.predictor import (
     add_checkpoint_args,
+    class_names,
     find_images,
     format_prediction,
     load_model_from_flags,
     predict_images,
     predictions_json,
-    read_synset,
 )
 
 IMAGENET_SYNSET = Path(__file__).resolve().parent / "synset.txt"
@@ -42,24 +42,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def class_names(synset: str | None, prefix: str, num_classes: int) -> list[str]:
-    """Names for the checkpoint's classes; a clear error when their count differs from the network's."""
-    beside = Path(prefix).parent / "synset.txt"
-    if synset:
-        path = Path(synset)
-    elif beside.is_file():
-        path = beside
-    elif num_classes == 1000:
-        path = IMAGENET_SYNSET
-    else:
-        print(f"predict.py: warning: no synset.txt beside {prefix}; showing class numbers", file=sys.stderr)
-        return [str(i) for i in range(num_classes)]
-    names = read_synset(path)
-    if len(names) != num_classes:
-        raise UserError(f"{path}: {len(names)} class names, but the checkpoint's fc1 has {num_classes} outputs")
-    return names
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")  # no "Subgraph backend MKLDNN is activated" lines
@@ -67,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--top-k must be positive, got {args.top_k}")
     images = find_images(args.img)
     model = load_model_from_flags(args)
-    names = class_names(args.synset, args.prefix, model.num_classes)
+    names, source = class_names(model.num_classes, args.synset, [Path(args.prefix).parent], IMAGENET_SYNSET)
+    if source is None:
+        print(f"predict.py: warning: no synset.txt beside {args.prefix}; showing class numbers", file=sys.stderr)
     results = []
     for pred in predict_images(model, images, names, args.top_k, args.resize):
         results.append(pred)

@@ -227,11 +227,14 @@ def make_train_iter(rec: str | Path, layout: DatasetLayout, batch_size: int, aug
 
 
 def make_val_iter(rec: str | Path, layout: DatasetLayout, batch_size: int, num_parts: int = 1, part_index: int = 0,
-                  preprocess_threads: int = 4, data_shape: tuple[int, int, int] | None = None):
-    """Deterministic validation iterator: no shuffle, center crop to the input size, no flips."""
+                  preprocess_threads: int = 4, data_shape: tuple[int, int, int] | None = None,
+                  resize: int | None = None):
+    """Deterministic validation iterator: no shuffle (records in file order), center crop to the input size, no
+    flips. ``resize`` (pixels): the shorter side of each image is first resized to it (bilinear, aspect kept)."""
     rec_path, idx_path = check_record_file(rec, layout.make_command)
+    extra = {"resize": int(resize)} if resize else {}
     return _record_iter(rec_path, idx_path, data_shape or layout.image_shape, batch_size, num_parts, part_index,
-                        preprocess_threads, shuffle=False, rand_crop=False, rand_mirror=False)
+                        preprocess_threads, shuffle=False, rand_crop=False, rand_mirror=False, **extra)
 
 
 def count_records(rec: str | Path) -> int:

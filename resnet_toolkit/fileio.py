@@ -40,6 +40,26 @@ def atomic_write_text(target: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def check_writable_file(target: str | os.PathLike, flag: str = "") -> Path:
+    """``target`` as a Path when a file can be written there (its folder exists, is a folder, is writable, and
+    ``target`` is not a folder); otherwise a :class:`UserError` naming ``flag`` and the reason. Writes nothing:
+    call it before a long computation whose result goes to ``target``."""
+    from resnet_toolkit.errors import UserError
+
+    target = Path(target)
+    head = f"{flag}: " if flag else ""
+    parent = target.parent
+    if not parent.exists():
+        raise UserError(f"{head}cannot write {target}: directory {parent} does not exist")
+    if not parent.is_dir():
+        raise UserError(f"{head}cannot write {target}: {parent} is not a directory")
+    if target.is_dir():
+        raise UserError(f"{head}cannot write {target}: Is a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{head}cannot write {target}: no permission to write in {parent}")
+    return target
+
+
 def _fsync_dir(folder: Path) -> None:
     """Make a rename in ``folder`` durable (best effort: some file systems refuse to open folders)."""
     with contextlib.suppress(OSError):

@@ -321,6 +321,25 @@ def read_synset(path: str | os.PathLike) -> list[str]:
     return [line.strip() for line in lines]
 
 
+def class_names(num_classes: int, synset: str | os.PathLike | None = None,
+                folders: Iterable[str | os.PathLike] = (),
+                imagenet_synset: str | os.PathLike | None = None) -> tuple[list[str], Path | None]:
+    """Names for a network's ``num_classes`` classes and the file they came from: ``synset`` when given, else the
+    first ``synset.txt`` in ``folders`` (the checkpoint's folder, where training copies it; the record file's,
+    where the packer writes it), else ``imagenet_synset`` for a 1000-class network, else the class numbers
+    ``'0'..'N-1'`` (and None). A :class:`UserError` when the file's line count differs from ``num_classes``."""
+    candidates = [Path(synset)] if synset else [Path(f) / "synset.txt" for f in folders]
+    path = next((c for c in candidates if synset or c.is_file()), None)
+    if path is None and num_classes == 1000 and imagenet_synset:
+        path = Path(imagenet_synset)
+    if path is None:
+        return [str(i) for i in range(num_classes)], None
+    names = read_synset(path)
+    if len(names) != num_classes:
+        raise UserError(f"{path}: {len(names)} class names, but the checkpoint's fc1 has {num_classes} outputs")
+    return names, path
+
+
 class ImageError(Exception):
     """An image that cannot be read or decoded (the caller reports it and goes on)."""
 
@@ -448,42 +467,12 @@ class Score:
         return self.images / self.seconds if self.seconds > 0 else float("nan")
 
 
-def score_record(model: Model, rec: str | os.PathLike, progress: bool = True, preprocess_threads: int = 2) -> Score:
+def score_record(model: Model, rec: str | os.PathLike, progress: bool = True, preprocess_threads: int = 2,
+                 resize: int | None = None) -> Score:
     """Top-1 and top-5 accuracy of ``model`` over every image of ``rec`` (its ``.idx`` beside it), preprocessed as
-    validation: the record's image center-cropped to the model's input (CIFAR: the whole 32x32 image)."""
-    import time
+    validation: the record's image (its shorter side first resized to ``resize`` pixels when given)
+    center-cropped to the model's input (CIFAR: the whole 32x32 image). The counts of
+    :func:`resnet_toolkit.evaluation.evaluate_record`, which also gives the confusion matrix and per-class accuracy."""
+    from resnet_toolkit.evaluation import evaluate_record
 
-    import mxnet as mx
-    from tqdm import tqdm
-
-    from resnet_toolkit.data import check_record_file, count_records, get_layout, make_val_iter
-
-    check_record_file(rec)
-    total = count_records(rec)
-    layout = get_layout("imagenet" if max(model.image_shape[1:]) > 64 else "cifar10")
-    k = min(5, model.num_classes)
-    seen = top1 = topk = 0
-    start = time.perf_counter()
-    try:
-        it = make_val_iter(rec, layout, model.batch_size, data_shape=model.image_shape,
-                           preprocess_threads=preprocess_threads)
-        with tqdm(total=total, unit="img", disable=not progress, desc="score", leave=False) as bar:
-            for batch in it:
-                n = model.batch_size - batch.pad
-                probs = model.predict(batch.data[0].asnumpy()[:n])
-                labels = batch.label[0].asnumpy()[:n].astype(np.int64)
-                if labels.max() >= model.num_classes or labels.min() < 0:
-                    raise UserError(f"{rec}: label {int(labels.max())} is outside the network's "
-                                    f"{model.num_classes} classes (a record file of another data set?)")
-                best = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-                top1 += int((best[:, 0] == labels).sum())
-                topk += int((best == labels[:, None]).any(axis=1).sum())
-                seen += n
-                bar.update(n)
-    except mx.base.MXNetError as exc:
-        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
-        raise UserError(f"{rec}: cannot read records ({detail})") from None
-    seconds = time.perf_counter() - start
-    if seen == 0:
-        raise UserError(f"{rec}: no images")
-    return Score(seen, top1 / seen, topk / seen, k, seconds)
+    return evaluate_record(model, rec, progress, preprocess_threads, resize).score()
