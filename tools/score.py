@@ -85,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         args.epoch = resolve_checkpoint(args.prefix, args.epoch)  # before the record file: the usual mistake first
     check_record_file(args.rec)
     check_outputs(args)
-    lst_file = args.lst or (Path(args.rec).with_suffix(".lst") if Path(args.rec).with_suffix(".lst").is_file()
-                            else None)
-    lst = evaluation.read_lst_index(lst_file) if lst_file and args.misclassified else None
+    lst_file, lst = None, None
+    if args.misclassified:  # image paths: the .lst given, else the one named like the .rec (MXNet's im2rec.py)
+        beside = Path(args.rec).with_suffix(".lst")
+        lst_file = args.lst or (beside if beside.is_file() else None)
+        lst = evaluation.read_lst_index(lst_file) if lst_file else None
     model = load_model_from_flags(args)
     names, _ = class_names(model.num_classes, args.synset, [Path(args.prefix).parent, Path(args.rec).parent],
                            IMAGENET_SYNSET)
@@ -123,10 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"speed = {score.images_per_second:.1f} img/s ({score.seconds:.1f} s, decode included)")
         print(f"mean per-class top-1 accuracy = {result.mean_class_top1():.4f}")
         print("\n".join(evaluation.per_class_lines(result, names)))
-        for flag, path in (("confusion matrix", args.confusion_csv), ("confusion matrix", args.confusion_png),
+        for what, path in (("confusion matrix", args.confusion_csv), ("confusion matrix", args.confusion_png),
                            (f"{score.images - result.correct} misclassified images", args.misclassified)):
             if path:
-                print(f"wrote {path} ({flag})")
+                print(f"wrote {path} ({what})")
     return 0
 
 
