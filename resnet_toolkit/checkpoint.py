@@ -14,14 +14,14 @@ curve) and ``meta:base_lr`` (the peak of a cosine/poly curve).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 from pathlib import Path
 from typing import Iterable
 
+from resnet_toolkit import fileio
 from resnet_toolkit.errors import UserError
-from resnet_toolkit.fileio import atomic_path, atomic_write_text, process_alive
+from resnet_toolkit.fileio import atomic_path, atomic_write_text
 
 
 def symbol_path(prefix: str | os.PathLike) -> Path:
@@ -129,20 +129,8 @@ def load_states(prefix: str | os.PathLike, epoch: int) -> dict | None:
 
 
 def remove_stale_partials(prefix: str | os.PathLike) -> list[Path]:
-    """Delete half-written files (``.{name}.partial-PID``) of ``prefix`` left by killed processes; return them."""
-    prefix = Path(prefix)
-    if not prefix.parent.is_dir():
-        return []
-    pattern = re.compile(r"^\." + re.escape(prefix.name) + r"-.*\.partial-(\d+)$")
-    removed = []
-    for path in prefix.parent.iterdir():
-        match = pattern.match(path.name)
-        if match and not process_alive(int(match.group(1))):
-            with contextlib.suppress(OSError):
-                path.unlink()
-                removed.append(path)
-    return removed
-
+    """Delete half-written files (``.{name}-....partial-PID``) of ``prefix`` left by killed processes."""
+    return fileio.remove_stale_partials(Path(prefix).parent, f"{Path(prefix).name}-")
 
 
 def best_path(prefix: str | os.PathLike) -> Path:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 from pathlib import Path
 from typing import Iterator
@@ -82,3 +83,21 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def remove_stale_partials(folder: str | os.PathLike, name_start: str, marker: str = ".partial-") -> list[Path]:
+    """Delete the hidden files ``.{name_start}...{marker}PID`` in ``folder`` whose writer process is gone (a
+    killed run's half-written files, :func:`partial_name`); files of live processes are kept. Returns the
+    deleted paths. ``marker`` names the kind (``.partial-`` for :func:`atomic_path`, ``.running-`` for the
+    training log's running copy)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.glob(f".{glob.escape(name_start)}*{marker}*"):
+        pid = path.name.rsplit(marker, 1)[1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed

@@ -41,6 +41,7 @@ from resnet_toolkit.logparse import stats_line
 from resnet_toolkit.precision import describe, float32_params
 from resnet_toolkit.recipe import TargetRecipe, frozen_names, multipliers
 from resnet_toolkit.schedule import Schedule, rate_at_epoch
+from resnet_toolkit.synset import copy_synset
 from resnet_toolkit.train_args import RunConfig, check_writable_dir, default_prefix, saved_config, uses_training_graph
 from resnet_toolkit.trainlog import TrainingLog
 from resnet_toolkit.weights import check_checkpoint_fits, finetune_params, init_params, zero_last_layers
@@ -121,17 +122,6 @@ def _metrics(cfg: RunConfig):
     if cfg.layout.net_type == "imagenet" and cfg.num_classes > 5:
         return mx.metric.CompositeEvalMetric([mx.metric.Accuracy(), mx.metric.TopKAccuracy(top_k=5)])
     return mx.metric.CompositeEvalMetric([mx.metric.Accuracy(), mx.metric.CrossEntropy()])
-
-
-def _copy_synset(data_dir: str, prefix: str) -> None:
-    source = Path(data_dir) / "synset.txt"
-    if source.is_file():
-        target = Path(prefix).parent / "synset.txt"
-        text = source.read_text(encoding="utf-8")
-        if not target.is_file() or target.read_text(encoding="utf-8", errors="replace") != text:
-            atomic_write_text(target, text)
-
-
 def evaluate(engine, val_iter, metric) -> list[tuple[str, float]]:
     """Metrics of ``engine`` over one pass of a fresh validation iterator, excluding the padding of its last batch.
 
@@ -241,7 +231,7 @@ def fit(cfg: RunConfig) -> TrainResult:
         if changed:
             logging.info("--retrain with flags other than %s-args.json's: %s", prefix, "; ".join(changed))
         if cluster.rank == 0:
-            _copy_synset(cfg.data_dir, prefix)
+            copy_synset(cfg.data_dir, Path(prefix).parent)
         engine = make_engine(cfg, sym, cluster, start, optimizer_params)
         logging.info("training graph: %s", "resnet_toolkit.fastpath.training_graph (--plain-graph to turn off)"
                      if uses_training_graph(cfg) else "as built")

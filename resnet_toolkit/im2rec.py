@@ -31,10 +31,11 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from resnet_toolkit.errors import UserError
-from resnet_toolkit.fileio import atomic_path, atomic_write_text
+from resnet_toolkit.fileio import atomic_path, atomic_write_text, remove_stale_partials
 from resnet_toolkit.safe_io import iter_archive_files, load_pickle_safely
+from resnet_toolkit.synset import read_synset, write_synset
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 DEFAULT_MIN_SIDE = 8  # pixels: smaller images carry no usable content at the networks' input sizes
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels (~300 MB decoded): beyond it, a likely decompression bomb
@@ -300,24 +301,6 @@ def ensure_output_dir(out_dir: str | os.PathLike) -> Path:
     return out
 
 
-def remove_stale_partials(target: Path) -> list[Path]:
-    """Delete hidden partial writes of ``target`` left by killed runs (``.NAME.partial-PID`` whose process is
-    gone); partials of live processes are kept. Returns the deleted paths."""
-    removed = []
-    for path in target.parent.glob(f".{target.name}.partial-*"):
-        try:
-            pid = int(path.name.rsplit("-", 1)[1])
-            os.kill(pid, 0)
-        except ValueError:
-            continue
-        except ProcessLookupError:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                removed.append(path)
-        except PermissionError:  # alive, owned by someone else
-            continue
-    return removed
-
 
 @contextlib.contextmanager
 def record_writer(rec: Path) -> Iterator[object]:
@@ -328,7 +311,7 @@ def record_writer(rec: Path) -> Iterator[object]:
 
     rec = Path(rec)
     for target in (rec, rec.with_suffix(".idx")):
-        remove_stale_partials(target)
+        remove_stale_partials(target.parent, target.name)
     with atomic_path(rec) as rec_tmp, atomic_path(rec.with_suffix(".idx")) as idx_tmp:
         writer = mx.recordio.MXIndexedRecordIO(str(idx_tmp), str(rec_tmp), "w")
         try:
@@ -387,21 +370,6 @@ def pack_items(items: Sequence[Item], rec: str | os.PathLike, transform: Transfo
     return summary
 
 
-def write_synset(out_dir: str | os.PathLike, classes: Sequence[str]) -> Path:
-    """Write ``synset.txt`` (one class name per line, index = line number) into ``out_dir``."""
-    path = Path(out_dir) / "synset.txt"
-    atomic_write_text(path, "".join(f"{name}\n" for name in classes))
-    return path
-
-
-def read_synset(path: str | os.PathLike) -> list[str]:
-    """Class names from a ``synset.txt`` (one per line)."""
-    try:
-        return [line.rstrip("\n") for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror}") from None
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Image folders and .lst files
 # ----------------------------------------------------------------------------------------------------------------
@@ -439,7 +407,7 @@ def scan_image_folder(root: str | os.PathLike, min_classes: int = 2) -> FolderSc
                 rel = Path(folder, fname).relative_to(root).as_posix()
                 if fname.startswith("."):
                     continue
-                if not fname.lower().endswith(IMAGE_EXTS):
+                if not fname.lower().endswith(IMAGE_EXTENSIONS):
                     scan.ignored.append((rel, "not an image file name extension"))
                 elif "\t" in rel or "\n" in rel or "\r" in rel:
                     scan.ignored.append((repr(rel), "tab or newline in the file name (not allowed in a .lst)"))
@@ -451,7 +419,7 @@ def scan_image_folder(root: str | os.PathLike, min_classes: int = 2) -> FolderSc
     with_images = [c for c in classes if c not in scan.empty_classes]
     if not scan.items:
         raise UserError(f"{root}: no images found in {len(classes)} class folder(s) "
-                        f"(extensions: {' '.join(IMAGE_EXTS)})")
+                        f"(extensions: {' '.join(IMAGE_EXTENSIONS)})")
     if len(with_images) < min_classes:
         raise UserError(f"{root}: images of only {len(with_images)} class ({', '.join(with_images)}); "
                         f"a classifier needs at least {min_classes} class folders with images")
@@ -574,7 +542,7 @@ def pack_lst(lst: str | os.PathLike, root: str | os.PathLike, out_dir: str | os.
 def _cifar_split_of(path: PurePosixPath) -> tuple[str, str] | None:
     """``(split, class)`` for '.../train|test/<class>/<file>' paths."""
     parts = path.parts
-    if len(parts) >= 3 and parts[-3] in ("train", "test") and parts[-1].lower().endswith(IMAGE_EXTS):
+    if len(parts) >= 3 and parts[-3] in ("train", "test") and parts[-1].lower().endswith(IMAGE_EXTENSIONS):
         return parts[-3], parts[-2]
     return None
 

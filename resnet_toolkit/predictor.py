@@ -21,8 +21,9 @@ import numpy as np
 
 from resnet_toolkit.checkpoint import latest_epoch, list_epochs, load_params, params_path, symbol_path
 from resnet_toolkit.errors import UserError
+from resnet_toolkit.im2rec import IMAGE_EXTENSIONS
+from resnet_toolkit.synset import read_synset
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CLASSIFIER = "fc1"
 
 
@@ -304,23 +305,6 @@ def _is_int8_checkpoint(prefix: str | os.PathLike) -> bool:
     return '"_contrib_quantize' in text
 
 
-def read_synset(path: str | os.PathLike) -> list[str]:
-    """Class names, one per line (blank lines at the end dropped). A line ``n01440764 tench, Tinca tinca`` in
-    MXNet's older synset format is kept whole."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such synset file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read synset file ({getattr(exc, 'strerror', None) or exc})") from None
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if not lines:
-        raise UserError(f"{path}: synset file is empty")
-    return [line.strip() for line in lines]
-
-
 def class_names(num_classes: int, synset: str | os.PathLike | None = None,
                 folders: Iterable[str | os.PathLike] = (),
                 imagenet_synset: str | os.PathLike | None = None) -> tuple[list[str], Path | None]:
@@ -377,9 +361,9 @@ def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     found: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            images = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            images = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
             if not images:
-                raise UserError(f"{item}: no image files in this folder ({', '.join(IMAGE_SUFFIXES)})")
+                raise UserError(f"{item}: no image files in this folder ({', '.join(IMAGE_EXTENSIONS)})")
             found += images
         else:
             found.append(item)

@@ -18,6 +18,7 @@ from resnet_toolkit.errors import UserError
 from resnet_toolkit.precision import add_precision_args, check_dtype
 from resnet_toolkit.recipe import add_recipe_args, check_recipe_args
 from resnet_toolkit.schedule import DEFAULT_END_EPOCH, DEFAULT_STEPS, parse_steps
+from resnet_toolkit.synset import SYNSET, read_synset
 from resnet_toolkit.weights import add_finetune_args, check_finetune_args
 from symbols.spec import add_network_args
 
@@ -238,10 +239,10 @@ def resolve_args(args: argparse.Namespace) -> RunConfig:
     from symbols.spec import get_spec
 
     if args.data_type == FOLDER and args.num_classes is None:
-        synset = Path(args.data_dir) / "synset.txt"
+        synset = Path(args.data_dir) / SYNSET
         if not synset.is_file():
             raise UserError(f"--data-type folder needs --num-classes (or {synset}, one class per line)")
-        args.num_classes = sum(1 for line in synset.read_text(encoding="utf-8").splitlines() if line.strip())
+        args.num_classes = len(read_synset(synset))
     layout = data_layout(args)
     spec = get_spec(layout.net_type, args.depth, args.network, args.cardinality, args.bottleneck_width)
     args.cardinality, args.bottleneck_width = spec.cardinality, spec.bottleneck_width

@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from resnet_toolkit.fileio import atomic_path, process_alive
+from resnet_toolkit.fileio import atomic_path, remove_stale_partials
 
 LOG_FORMAT = "%(asctime)-15s Node[{rank}] %(message)s"
 
@@ -24,10 +24,7 @@ class CommittedLogFile(logging.Handler):
         self.path = Path(path)
         self.running = self.path.with_name(f".{self.path.name}.running-{os.getpid()}")
         # Lines a killed run logged after its last commit are also on its stdout; its running file is garbage.
-        for stale in self.path.parent.glob(f".{self.path.name}.running-*"):
-            pid = stale.name.rsplit("-", 1)[1]
-            if pid.isdigit() and not process_alive(int(pid)):
-                stale.unlink(missing_ok=True)
+        remove_stale_partials(self.path.parent, self.path.name, marker=".running-")
         if self.path.is_file():
             shutil.copyfile(self.path, self.running)
         self.stream = open(self.running, "a", encoding="utf-8")  # noqa: SIM115  (closed in close())

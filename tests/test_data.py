@@ -36,11 +36,25 @@ def test_aug_presets_are_the_originals():
     for level in (1, 2, 3):
         assert train_aug(cifar, level) == dict(rand_crop=True, rand_mirror=True, pad=4, fill_value=127)
         assert train_aug(digits, level)["rand_mirror"] is False
-    assert set(AUG_PRESETS) == {0, 1, 2, 3}
+    assert set(AUG_PRESETS) == {0, 1, 2, 3, 4}
+    assert train_aug(imagenet, 4) == dict(rand_mirror=True, random_resized_crop=True, min_random_area=0.08,
+                                          max_random_area=1.0, min_aspect_ratio=3 / 4, max_aspect_ratio=4 / 3)
+    assert train_aug(cifar, 4) == train_aug(cifar, 1)
     with pytest.raises(UserError, match="--aug-level must be one of"):
-        train_aug(imagenet, 4)
+        train_aug(imagenet, 5)
     with pytest.raises(UserError, match="unknown data type 'mnist'; valid: cifar10, imagenet, digits"):
         get_layout("mnist")
+
+
+def test_random_resized_crop_level_runs_in_mxnet(digits_dir):
+    """Level 4's arguments are ImageRecordIter's own: MXNet accepts them and a batch comes out at the requested
+    size (random crops of 32x32 digits resized to 48x48), different for another seed."""
+    from resnet_toolkit.data import make_train_iter
+
+    batches = [make_train_iter(digits_dir / "digits_train.rec", LAYOUTS["imagenet"], 4, aug_level=4, seed=seed,
+                               preprocess_threads=1, data_shape=(3, 48, 48)).next().data[0].asnumpy()
+               for seed in (0, 1)]
+    assert batches[0].shape == (4, 3, 48, 48) and not (batches[0] == batches[1]).all()
 
 
 def test_layout_paths():

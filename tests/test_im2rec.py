@@ -14,7 +14,8 @@ import pytest
 from conftest import run_wrapper as run_tool
 
 from resnet_toolkit.data import LAYOUTS, check_record_file, count_records
-from resnet_toolkit.im2rec import CIFAR10_CLASSES, read_labels, read_lst, read_records, read_synset
+from resnet_toolkit.im2rec import CIFAR10_CLASSES, read_labels, read_lst, read_records
+from resnet_toolkit.synset import read_synset
 
 
 def _payloads(rec: Path) -> Counter:
