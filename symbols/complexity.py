@@ -82,3 +82,10 @@ def complexity_rows(names: list[str]) -> list[str]:
         c = model_complexity(name)
         rows.append(f"| {name} | {model_spec(name).family.title} | {c.params:,} | {c.gflops:.2f} |")
     return rows
+
+
+README_NETWORKS = ["resnet18_v1", "resnet34_v1", "resnet50_v1", "resnet101_v1", "resnet152_v1", "resnext50_32x4d",
+                   "resnext101_32x8d", "resnext101_64x4d", "resnet50_vd", "resnet50_v2", "resnet101_v2"]
+
+if __name__ == "__main__":  # python -m symbols.complexity: the README's parameter/GFLOPs columns
+    print("\n".join(complexity_rows(README_NETWORKS)))
