@@ -606,3 +606,39 @@ def test_network_flags():
     assert parser.parse_args([]).network == "resnet_v2"
     with pytest.raises(SystemExit):
         parser.parse_args(["--network", "vgg"])
+
+
+@pytest.mark.parametrize("extra", [
+    ["--network", "resnet_v1", "--depth", "8", "--last-gamma"],
+    ["--network", "resnet_v1", "--depth", "8", "--memonger"],
+    ["--network", "resnext", "--depth", "29", "--cardinality", "2", "--bottleneck-width", "8", "--api", "gluon"],
+])
+def test_train_resnet_trains_every_family_and_the_tools_read_it(extra, digits_dir, tmp_path, capsys):
+    """train_resnet.py end to end with the family flags (both engines, --memonger, --last-gamma): the default
+    prefix names the family, the checkpoint is the network built from the flags, and tools/score.py reports
+    exactly the validation accuracy the training logged."""
+    import json
+    import re
+
+    from conftest import run_train
+
+    from resnet_toolkit.errors import run_cli
+
+    flags = ["--data-type", "digits", "--data-dir", digits_dir, "--batch-size", "32", "--num-examples", "128",
+             "--end-epoch", "1", "--preprocess-threads", "1", "--seed", "1", *extra]
+    proc = run_train(flags, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [params] = (tmp_path / "model").glob("*-0001.params")
+    expected = {"resnet_v1": "resnet8_v1-digits-0", "resnext": "resnext29_2x8d-digits-0"}[extra[1]]
+    assert params.name == f"{expected}-0001.params"
+    logged = [json.loads(line.split("json_stats:", 1)[1]) for line in proc.stdout.splitlines()
+              if "json_stats:" in line][-1]["val-accuracy"]
+    from test_onnx import load_tool
+
+    with pytest.raises(SystemExit) as exc:
+        run_cli(load_tool("tools/score.py").main, ["--prefix", str(tmp_path / "model" / expected), "--rec",
+                             str(digits_dir / "digits_val.rec"), "--json", "--no-progress"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert json.loads(out.strip().splitlines()[-1])["top1"] == pytest.approx(logged, abs=1e-6)
+    assert re.search(r"training graph: ", proc.stdout)
