@@ -247,28 +247,6 @@ def start_servers(model: str, batch: int, what: str, args: argparse.Namespace, e
     return servers
 
 
-def time_cell(model: str, batch: int, what: str, args: argparse.Namespace, env: dict) -> dict[str, list[float]]:
-    """Per key, every timed step's wall time in seconds; rounds interleave the engines (rotating order)."""
-    servers = start_servers(model, batch, what, args, env)
-    try:
-        owner = {key: srv for srv in servers for key in srv.keys}
-        keys = list(owner)
-        for key in keys:
-            for _ in range(args.warmup):
-                owner[key].step(key)
-        times: dict[str, list[float]] = {key: [] for key in keys}
-        rnd = 0
-        while keys and rnd < args.max_steps and (rnd < args.min_steps
-                                                 or min(sum(t) for t in times.values()) < args.seconds):
-            for key in keys[rnd % len(keys):] + keys[:rnd % len(keys)]:
-                times[key].append(owner[key].step(key))
-            rnd += 1
-        return times
-    finally:
-        for srv in servers:
-            srv.close()
-
-
 def ratios(times: dict[str, list[float]], what: str) -> dict[str, float]:
     """``low|reference`` -> median over rounds of reference step time / low step time (img/s ratio)."""
     out = {}
@@ -344,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             for batch in args.batches or DEFAULT_BATCHES[(kind, what)]:
                 t0 = time.perf_counter()
                 try:
-                    raw[(model, batch, what)] = time_cell(model, batch, what, args, env)
+                    raw[(model, batch, what)] = tp.time_cell(model, batch, what, args, env, start=start_servers)
                 except RuntimeError as exc:
                     print(f"{model} bs{batch} {what}: {exc}", file=sys.stderr)
                     continue

@@ -398,10 +398,12 @@ def start_servers(model: str, batch: int, what: str, args: argparse.Namespace, e
     return servers
 
 
-def time_cell(model: str, batch: int, what: str, args: argparse.Namespace, env: dict) -> dict[str, list[float]]:
+def time_cell(model: str, batch: int, what: str, args: argparse.Namespace, env: dict,
+              start=None) -> dict[str, list[float]]:
     """Per key, the wall time of every timed step, interleaved: each round runs one step of every engine, in a
-    rotating order, so load from other processes falls on all of them alike."""
-    servers = start_servers(model, batch, what, args, env)
+    rotating order, so load from other processes falls on all of them alike. ``start`` makes the step servers
+    (default :func:`start_servers`; bench/precision.py passes its own)."""
+    servers = (start or start_servers)(model, batch, what, args, env)
     try:
         owner = {key: srv for srv in servers for key in srv.keys}
         keys = list(owner)
@@ -410,11 +412,12 @@ def time_cell(model: str, batch: int, what: str, args: argparse.Namespace, env: 
                 owner[key].step(key)
         times: dict[str, list[float]] = {key: [] for key in keys}
         rnd = 0
-        while rnd < args.max_steps and (rnd < args.min_steps or min(sum(t) for t in times.values()) < args.seconds):
+        while keys and rnd < args.max_steps and (rnd < args.min_steps
+                                                 or min(sum(t) for t in times.values()) < args.seconds):
             for key in keys[rnd % len(keys):] + keys[:rnd % len(keys)]:
                 times[key].append(owner[key].step(key))
             rnd += 1
-        if args.profile_dir:
+        if getattr(args, "profile_dir", None):
             args.profile_dir.mkdir(parents=True, exist_ok=True)
             for key in keys:
                 if key.split("/")[0] in OURS or key.startswith("gluoncv"):

@@ -126,31 +126,10 @@ def record_keys(rec: str | os.PathLike) -> list[int]:
 
 
 def read_lst_index(path: str | os.PathLike) -> dict[int, tuple[str, int]]:
-    """``index -> (relative path, label)`` of a ``.lst`` file (``index<TAB>label<TAB>path``, MXNet's format); a
-    :class:`UserError` naming the line when one is malformed."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such .lst file") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a UTF-8 text .lst file") from None
-    rows: dict[int, tuple[str, int]] = {}
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        parts = line.split("\t")
-        try:
-            if len(parts) < 3:
-                raise ValueError
-            rows[int(parts[0])] = (parts[-1], int(float(parts[1])))
-        except ValueError:
-            raise UserError(f"{path}:{number}: expected 'index<TAB>label<TAB>path', got {line[:80]!r}") from None
-    if not rows:
-        raise UserError(f"{path}: empty list")
-    return rows
+    """``index -> (relative path, label)`` of a ``.lst`` file (:func:`resnet_toolkit.im2rec.read_lst_rows`)."""
+    from resnet_toolkit.im2rec import read_lst_rows
+
+    return {index: (rel, label) for index, rel, label in read_lst_rows(path)}
 
 
 def evaluate_record(model: Model, rec: str | os.PathLike, progress: bool = True, preprocess_threads: int = 2,

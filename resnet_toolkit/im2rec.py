@@ -433,11 +433,14 @@ def write_lst(path: str | os.PathLike, items: Iterable[tuple[str, int]]) -> Path
     return Path(path)
 
 
-def read_lst(path: str | os.PathLike) -> list[tuple[str, int]]:
-    """``(relative path, label)`` rows of a ``.lst`` file; a clear error on a malformed line."""
+def read_lst_rows(path: str | os.PathLike) -> list[tuple[int, str, int]]:
+    """``(index, relative path, label)`` rows of a ``.lst`` file (``index<TAB>label<TAB>path``, MXNet's format);
+    a clear error naming the line when one is malformed, or when the file is missing or empty."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such .lst file") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
@@ -450,16 +453,20 @@ def read_lst(path: str | os.PathLike) -> list[tuple[str, int]]:
         try:
             if len(parts) < 3:
                 raise ValueError
-            label = float(parts[1])
-            int(parts[0])
+            index, label = int(parts[0]), float(parts[1])
         except ValueError:
             raise UserError(f"{path}:{number}: expected 'index<TAB>label<TAB>path', got {line[:80]!r}") from None
         if label != int(label) or label < 0:
             raise UserError(f"{path}:{number}: label {parts[1]} is not a class index")
-        rows.append((parts[-1], int(label)))
+        rows.append((index, parts[-1], int(label)))
     if not rows:
         raise UserError(f"{path}: empty list")
     return rows
+
+
+def read_lst(path: str | os.PathLike) -> list[tuple[str, int]]:
+    """``(relative path, label)`` rows of a ``.lst`` file (:func:`read_lst_rows` without the index)."""
+    return [(rel, label) for _, rel, label in read_lst_rows(path)]
 
 
 def make_lists(root: str | os.PathLike, out_dir: str | os.PathLike, name: str, train_ratio: float = 1.0,

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import train_digits_model
 from test_bad_input_tools import snapshot
 from test_onnx import load_tool
 
@@ -29,15 +28,8 @@ def trained(digits_dir, tmp_path_factory):
     the 360 held-out images): right and wrong answers in most classes. The synset.txt training copies beside the
     checkpoint is removed, so class names come from the record file's folder."""
     out = tmp_path_factory.mktemp("evaluation_model")
-    prefix = out / "model" / "resnet-digits-8-0"
-    env = dict(os.environ, OMP_NUM_THREADS="1", MXNET_CPU_WORKER_NTHREADS="1")
-    proc = subprocess.run([sys.executable, str(ROOT / "train_resnet.py"), "--data-type", "digits", "--data-dir",
-                           str(digits_dir), "--depth", "8", "--batch-size", "32", "--end-epoch", "2", "--lr", "0.1",
-                           "--lr-steps", "3", "--preprocess-threads", "1", "--seed", "0", "--frequent", "1000",
-                           "--model-prefix", str(prefix)], capture_output=True, text=True, env=env, cwd=out,
-                          timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"train_resnet.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    (out / "model").mkdir()
+    prefix = Path(train_digits_model(digits_dir, out / "model" / "resnet-digits-8-0", epochs=2))
     (prefix.parent / "synset.txt").unlink()
     return str(prefix), 2
 

@@ -4,13 +4,12 @@ nothing; a failed write leaves the previous INT8 files as they were."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import train_digits_model
 from test_bad_input_tools import snapshot
 from test_onnx import load_tool, random_checkpoint
 
@@ -23,17 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def trained_digits(digits_dir, tmp_path_factory):
     """ResNet-8 trained by train_resnet.py for 4 epochs on the digits (about 30 s on 2 busy cores; measured 96 %
     on the 360 held-out images)."""
-    out = tmp_path_factory.mktemp("trained_digits")
-    prefix = out / "resnet-digits-8-0"
-    env = dict(os.environ, OMP_NUM_THREADS="1", MXNET_CPU_WORKER_NTHREADS="1")
-    proc = subprocess.run([sys.executable, str(ROOT / "train_resnet.py"), "--data-type", "digits", "--data-dir",
-                           str(digits_dir), "--depth", "8", "--batch-size", "32", "--end-epoch", "4", "--lr", "0.1",
-                           "--lr-steps", "3", "--preprocess-threads", "1", "--seed", "0", "--frequent", "1000",
-                           "--model-prefix", str(prefix)], capture_output=True, text=True, env=env, cwd=out,
-                          timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"train_resnet.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return str(prefix), 4
+    prefix = train_digits_model(digits_dir, tmp_path_factory.mktemp("trained_digits") / "resnet-digits-8-0", epochs=4)
+    return prefix, 4
 
 
 def _val_images(digits_dir: Path) -> tuple[np.ndarray, np.ndarray]:
