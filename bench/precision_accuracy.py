@@ -1,0 +1,70 @@
+#!/usr/bin/env python
+"""Does bfloat16 training cost accuracy? The same short CIFAR-10 run with ``--dtype float32`` and ``--dtype
+bfloat16``, same seeds (same initial weights, same batches), paired per seed.
+
+    python bench/precision_accuracy.py --data-dir data/cifar10 --seeds 0 1 2 --epochs 3 --num-examples 10000 \\
+        --json bench/results/bf16-accuracy.json
+
+Each run: ResNet-20-v2, batch 128, lr 0.1 cosine over ``--epochs`` epochs of ``--num-examples`` images, validated
+on all 10,000 test images; the figure is the last epoch's top-1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--num-examples", type=int, default=10000)
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--json")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="precision-accuracy-"))
+    runs = []
+    for seed in args.seeds:
+        row = {"seed": seed}
+        for dtype in args.dtypes:
+            flags = ["--data-type", "cifar10", "--data-dir", args.data_dir, "--depth", "20", "--batch-size", "128",
+                     "--lr", "0.1", "--lr-mode", "cosine", "--end-epoch", str(args.epochs), "--num-examples",
+                     str(args.num_examples), "--seed", str(seed), "--frequent", "1000", "--dtype", dtype,
+                     "--model-prefix", str(work / f"{dtype}-{seed}" / "m")]
+            tic = time.time()
+            proc = subprocess.run([sys.executable, str(ROOT / "train_resnet.py"), *flags], capture_output=True,
+                                  text=True)
+            if proc.returncode:
+                print(proc.stderr[-2000:], file=sys.stderr)
+                return 1
+            stats = [json.loads(line.split("json_stats:", 1)[1]) for line in proc.stdout.splitlines()
+                     if "json_stats:" in line]
+            row[dtype] = stats[-1]["val-accuracy"]
+            row[f"{dtype}-train-img/s"] = round(statistics.median(s["speed"] for s in stats), 1)
+            row[f"{dtype}-wall_s"] = round(time.time() - tic, 1)
+        runs.append(row)
+        print(json.dumps(row), flush=True)
+    first, second = args.dtypes[0], args.dtypes[-1]
+    diffs = [r[second] - r[first] for r in runs]
+    summary = {f"mean {first}": statistics.mean(r[first] for r in runs),
+               f"mean {second}": statistics.mean(r[second] for r in runs),
+               "mean paired difference": statistics.mean(diffs), "paired differences": diffs}
+    print(json.dumps(summary))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"epochs": args.epochs, "num_examples": args.num_examples,
+                                               "runs": runs, "summary": summary}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
