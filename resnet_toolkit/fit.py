@@ -82,6 +82,7 @@ def network_kwargs(cfg: RunConfig) -> dict:
 
 
 def target_recipe(cfg: RunConfig) -> TargetRecipe:
+    """What each batch trains against (``--label-smoothing``, ``--mixup``, ``--mixup-off-epoch``)."""
     return TargetRecipe(cfg.num_classes, cfg.label_smoothing, cfg.mixup, cfg.mixup_off_epoch, cfg.end_epoch,
                         cfg.seed)
 
@@ -122,6 +123,8 @@ def _metrics(cfg: RunConfig):
     if cfg.layout.net_type == "imagenet" and cfg.num_classes > 5:
         return mx.metric.CompositeEvalMetric([mx.metric.Accuracy(), mx.metric.TopKAccuracy(top_k=5)])
     return mx.metric.CompositeEvalMetric([mx.metric.Accuracy(), mx.metric.CrossEntropy()])
+
+
 def evaluate(engine, val_iter, metric) -> list[tuple[str, float]]:
     """Metrics of ``engine`` over one pass of a fresh validation iterator, excluding the padding of its last batch.
 

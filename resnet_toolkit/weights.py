@@ -105,8 +105,8 @@ def finetune_params(text: str, sym, data_shape: tuple[int, ...], seed: int
                     ) -> tuple[dict, dict, FinetuneReport]:
     """Starting weights for ``--finetune PREFIX[,EPOCH]``: every array of ``sym`` whose name and shape match
     the checkpoint's comes from it, the classifier ``fc1`` and everything else is initialised as
-    :func:`init_params` does. Raises :class:`UserError` when the checkpoint is missing or nothing but the
-    classifier could be taken from it (another network)."""
+    :func:`init_params` does. Raises :class:`UserError` when the checkpoint is missing, or when fewer than half of
+    the network's arrays (the classifier aside) fit it by name and shape: it holds another network."""
     from resnet_toolkit import checkpoint as ckpt
 
     prefix, epoch_text = parse_finetune(text)
