@@ -46,11 +46,11 @@ def check_checkpoint_fits(sym, data_shape, arg_params: dict, aux_params: dict, w
                         f"{fc.shape[0]} classes")
     for name, shape in expected.items():
         if name not in loaded:
-            raise UserError(f"checkpoint {where} has no parameter {name!r}: it was trained with another --depth "
-                            f"or --data-type")
+            raise UserError(f"checkpoint {where} has no parameter {name!r}: it was trained with another --depth, "
+                            f"--network or --data-type")
         if tuple(loaded[name].shape) != tuple(shape):
             raise UserError(f"checkpoint {where}: {name} has shape {tuple(loaded[name].shape)}, the network "
-                            f"built from the flags needs {tuple(shape)} (another --depth or --data-type?)")
+                            f"built from the flags needs {tuple(shape)} (another --depth, --network or --data-type?)")
 
 
 
@@ -132,7 +132,7 @@ def finetune_params(text: str, sym, data_shape: tuple[int, ...], seed: int
     if len(body) > len(report.loaded):
         raise UserError(f"--finetune {text}: only {len(report.loaded)} of the network's "
                         f"{len(report.loaded) + len(body)} arrays (classifier aside) fit {report.source} by name and "
-                        f"shape: it holds another network (another --depth or --data-type?); e.g. {body[0]}")
+                        f"shape: it holds another network (another --depth, --network or --data-type?); e.g. {body[0]}")
     return arg_params, aux_params, report
 
 
