@@ -16,6 +16,7 @@ import json
 import mxnet as mx
 import numpy as np
 import pytest
+from test_symbols import random_params as symbols_random_params
 
 from resnet_toolkit import fastpath
 from resnet_toolkit.errors import UserError
@@ -213,23 +214,9 @@ def test_layer_names():
 
 
 def random_params(sym: mx.sym.Symbol, data_shape, seed: int = 0):
-    """Random arg/aux params; BN statistics away from 0/1 so inference mode is exercised."""
-    rng = np.random.RandomState(seed)
-    arg_shapes, _, aux_shapes = sym.infer_shape(data=data_shape)
-    args = {}
-    for name, shape in zip(sym.list_arguments(), arg_shapes):
-        if name in ("data", "softmax_label"):
-            continue
-        if name.endswith("_weight"):
-            args[name] = mx.nd.array(rng.normal(0, np.sqrt(2.0 / int(np.prod(shape[1:]))), shape))
-        elif name.endswith("_gamma"):
-            args[name] = mx.nd.array(rng.uniform(0.5, 1.5, shape))
-        else:
-            args[name] = mx.nd.array(rng.normal(0, 0.1, shape))
-    aux = {}
-    for name, shape in zip(sym.list_auxiliary_states(), aux_shapes):
-        aux[name] = mx.nd.array(rng.uniform(0.5, 2.0, shape) if name.endswith("_var") else rng.normal(0, 0.2, shape))
-    aux["bn_data_moving_mean"][:] = 120.0  # the raw pixels' scale
+    """test_symbols.random_params, with bn_data's statistics at the raw pixels' scale."""
+    args, aux = symbols_random_params(sym, data_shape, seed)
+    aux["bn_data_moving_mean"][:] = 120.0
     aux["bn_data_moving_var"][:] = 4000.0
     return args, aux
 
@@ -466,55 +453,21 @@ def test_memonger_hints_every_unit_output(name):
 
 
 def test_memonger_plan_keeps_the_gradients():
-    shape = (8, 3, 32, 32)
-    sym = get_model("cifar_resnet20_v1", 10, api="symbol", memonger=True)
-    plan = memonger.search_plan(sym, data=shape)
-    assert memonger.planned_memory_mb(plan, data=shape) < memonger.planned_memory_mb(sym, data=shape)
-    rng = np.random.RandomState(20)
-    plain, mirrored = (s.simple_bind(mx.cpu(), grad_req="write", data=shape) for s in (sym, plan))
-    for name, array in plain.arg_dict.items():
-        array[:] = (rng.randint(0, 10, array.shape) if name == "softmax_label" else
-                    rng.uniform(0, 255, array.shape) if name == "data" else rng.normal(0, 0.1, array.shape))
-        mirrored.arg_dict[name][:] = array
-    for name, array in plain.aux_dict.items():
-        array[:] = rng.uniform(0.5, 1.5, array.shape)
-        mirrored.aux_dict[name][:] = array
-    for executor in (plain, mirrored):
-        executor.forward(is_train=True)
-        executor.backward()
-    mx.nd.waitall()
-    largest = 0.0
-    for name, grad in plain.grad_dict.items():
-        assert np.abs(mirrored.grad_dict[name].asnumpy() - grad.asnumpy()).max() < 1e-5, name
-        largest = max(largest, float(np.abs(grad.asnumpy()).max()))
-    assert largest > 1e-3
+    from test_memonger import assert_plan_keeps_gradients
+
+    assert_plan_keeps_gradients(get_model("cifar_resnet20_v1", 10, api="symbol", memonger=True), (8, 3, 32, 32),
+                                seed=20)
 
 
 def test_gluon_training_block_with_grouped_convs_same_step():
     """fastpath.hybridize_for_training on a ResNeXt (CIFAR, one unit a stage, 4 channels per group): trains, and
     its step equals the plain hybridized net's."""
-    from mxnet import autograd, gluon
+    from test_fastpath import assert_gluon_training_block_same_step
 
     data = mx.nd.array(np.random.RandomState(9).uniform(0, 255, (4, 3, 32, 32)))
-    label = mx.nd.array([1, 2, 3, 4])
-    results = []
-    for fast in (False, True):
-        mx.random.seed(11)
-        net = get_net(10, 11, "cifar10", network="resnext", cardinality=32, bottleneck_width=4)
-        net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
-        block = fastpath.hybridize_for_training(net, data.shape) if fast else net
-        if not fast:
-            net.hybridize()
-        trainer = gluon.Trainer(net.collect_params(), "nag", {"learning_rate": 0.1, "momentum": 0.9, "wd": 1e-4})
-        with autograd.record():
-            loss = gluon.loss.SoftmaxCrossEntropyLoss()(block(data), label)
-        loss.backward()
-        trainer.step(4)
-        results.append((loss.asnumpy(), {k: p.data().asnumpy() for k, p in net.collect_params().items()}))
-    (loss0, params0), (loss1, params1) = results
-    assert close(loss1, loss0)
-    for name in params0:
-        assert close(params1[name], params0[name]), name
+    assert_gluon_training_block_same_step(
+        lambda: get_net(10, 11, "cifar10", network="resnext", cardinality=32, bottleneck_width=4), data,
+        mx.nd.array([1, 2, 3, 4]))
 
 
 def test_benchmark_peers_are_the_same_networks():

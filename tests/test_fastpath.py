@@ -261,16 +261,16 @@ def test_training_graph_flags_select_rewrites():
     assert fastpath.training_graph(sym, mean_pool=False)[1] == {"bn_relu": 18, "mean_pool": 0}
 
 
-def test_gluon_training_block_same_step(cifar_tar):
+def assert_gluon_training_block_same_step(make_net, data, label) -> None:
+    """One NAG step of ``make_net()`` (fresh, Xavier-initialised from the same seed) through
+    ``fastpath.hybridize_for_training`` and through the plain hybridized net: the same loss, gradients, and
+    parameters after the update (weights and running statistics, through the shared Parameters)."""
     from mxnet import autograd, gluon
 
-    from symbols import get_net
-
-    data, label = mx.nd.array(cifar_images(cifar_tar, 8)), mx.nd.array(np.arange(8) % 10)
     results = []
     for fast in (False, True):
         mx.random.seed(11)
-        net = get_net(10, 20, "cifar10")
+        net = make_net()
         net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
         block = fastpath.hybridize_for_training(net, data.shape) if fast else net
         if not fast:
@@ -280,7 +280,7 @@ def test_gluon_training_block_same_step(cifar_tar):
             loss = gluon.loss.SoftmaxCrossEntropyLoss()(block(data), label)
         loss.backward()
         grads = {k: p.grad().asnumpy() for k, p in net.collect_params().items() if p.grad_req != "null"}
-        trainer.step(8)
+        trainer.step(data.shape[0])
         params = {k: p.data().asnumpy() for k, p in net.collect_params().items()}
         results.append((loss.asnumpy(), grads, params))
     (loss0, grads0, params0), (loss1, grads1, params1) = results
@@ -288,8 +288,15 @@ def test_gluon_training_block_same_step(cifar_tar):
     assert grads0.keys() == grads1.keys()
     for name in grads0:
         assert close(grads1[name], grads0[name]), name
-    for name in params0:  # weights and running statistics, through the shared Parameters
+    for name in params0:
         assert close(params1[name], params0[name]), name
+
+
+def test_gluon_training_block_same_step(cifar_tar):
+    from symbols import get_net
+
+    data, label = mx.nd.array(cifar_images(cifar_tar, 8)), mx.nd.array(np.arange(8) % 10)
+    assert_gluon_training_block_same_step(lambda: get_net(10, 20, "cifar10"), data, label)
 
 
 # ------------------------------------------------------------------------------------------- runtime
