@@ -308,3 +308,20 @@ def test_bad_config_files(text, message, tmp_path):
         parse_args(["--config", str(path)])
     with pytest.raises(UserError, match="cannot read it"):
         parse_args(["--config", str(tmp_path / "missing.json")])
+
+
+def test_retrain_keeps_args_json_and_names_the_changed_flags(recipe_run, tmp_path):
+    """A retrain does not rewrite the PREFIX-args.json of the run it continues; it reports the flags it changes."""
+    import shutil
+
+    from resnet_toolkit.fit import _config_changes
+
+    full_prefix, flags, _, _ = recipe_run
+    shutil.copyfile(f"{full_prefix}-args.json", tmp_path / "m-args.json")
+    args = [str(f) for f in flags]
+    args[args.index("--model-prefix") + 1] = str(tmp_path / "m")
+    args[args.index("--end-epoch") + 1] = "5"
+    cfg = parse_args([*args, "--retrain", "--lr", "0.05"])
+    assert sorted(_config_changes(cfg)) == ["end-epoch 3 -> 5", "lr None -> 0.05",
+                                            f"model-prefix {full_prefix} -> {tmp_path / 'm'}"]
+    assert _config_changes(parse_args(args)) == []  # not a retrain: nothing to compare
