@@ -4,8 +4,8 @@ the misclassified images with their top-k; writers for the matrix (CSV, PNG) and
 Memory: the (classes x classes) count matrix, per-class top-k counts and one row per misclassified image; every
 other probability is dropped batch by batch (ImageNet's 50,000 validation images: an 8 MB matrix).
 
-Images are read in file order by the validation iterator (no shuffle, center crop to the input, no flips), so the
-n-th image scored is the n-th record of the ``.rec``; its image id is that record's key in the ``.idx`` (the
+Images are read in file order by the validation iterator (no shuffle, center crop to the input, no random flips),
+so the n-th image scored is the n-th record of the ``.rec``; its image id is that record's key in the ``.idx`` (the
 packers write 0, 1, 2, ...; MXNet's ``im2rec.py`` the index column of the ``.lst`` it packed).
 """
 from __future__ import annotations
@@ -133,11 +133,12 @@ def read_lst_index(path: str | os.PathLike) -> dict[int, tuple[str, int]]:
 
 
 def evaluate_record(model: Model, rec: str | os.PathLike, progress: bool = True, preprocess_threads: int = 2,
-                    resize: int | None = None, misclassified: bool = False) -> Evaluation:
+                    resize: int | None = None, misclassified: bool = False, flip: bool = False) -> Evaluation:
     """Score ``model`` over every image of ``rec`` (its ``.idx`` beside it), preprocessed as validation: the
     shorter side to ``resize`` pixels first when given (else the image as packed), then the center crop to the
     model's input. Counts the confusion matrix and per-class top-k; with ``misclassified`` also keeps a
-    :class:`Misclassified` row for each image whose top-1 is wrong."""
+    :class:`Misclassified` row for each image whose top-1 is wrong. ``flip``: test-time augmentation, each
+    image's probabilities are the mean of the image's and its left-right mirror's (two forward passes)."""
     import mxnet as mx
     from tqdm import tqdm
 
@@ -159,7 +160,10 @@ def evaluate_record(model: Model, rec: str | os.PathLike, progress: bool = True,
         with tqdm(total=len(keys), unit="img", disable=not progress, desc="score", leave=False) as bar:
             for batch in it:
                 n = model.batch_size - batch.pad
-                probs = model.predict(batch.data[0].asnumpy()[:n])
+                images = batch.data[0].asnumpy()[:n]
+                probs = model.predict(images)
+                if flip:  # NCHW: the last axis is the width
+                    probs = (probs + model.predict(np.ascontiguousarray(images[..., ::-1]))) / 2
                 labels = batch.label[0].asnumpy()[:n].astype(np.int64)
                 if labels.max() >= classes or labels.min() < 0:
                     raise UserError(f"{rec}: label {int(labels.max())} is outside the network's "

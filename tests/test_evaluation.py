@@ -134,6 +134,31 @@ def test_counts_equal_numpy_on_the_models_own_predictions(trained, keyed, expect
     assert (again.images, again.top1, again.top5) == (360, score.top1, score.top5)
 
 
+def test_flip_averages_the_image_and_its_mirror(trained, keyed, expected, capsys):
+    """--flip: each image's probabilities are the mean of the image's and its left-right mirror's, computed here
+    from the model fed directly; the counts differ from the unflipped ones (a flip that did nothing would fail)."""
+    from resnet_toolkit.evaluation import evaluate_record
+    from resnet_toolkit.predictor import load_model
+
+    prefix, epoch = trained
+    rec, images, labels, _ = keyed
+    model = load_model(prefix, epoch, batch_size=64)
+    mirrored = reference(model, np.ascontiguousarray(images[:, :, ::-1]), labels)  # NHWC: axis 2 is the width
+    probs = (expected["probs"] + mirrored["probs"]) / 2
+    pred = probs.argmax(axis=1)
+    result = evaluate_record(model, rec, progress=False, flip=True, misclassified=True)
+    np.testing.assert_array_equal(result.confusion, np.bincount(labels * 10 + pred, minlength=100).reshape(10, 10))
+    assert not np.array_equal(result.confusion, expected["confusion"])
+    for row in result.misclassified:
+        np.testing.assert_allclose(row.probabilities, probs[row.record, row.classes], rtol=1e-5)
+
+    score = load_tool("tools/score.py")
+    assert score.main(["--prefix", prefix, "--epoch", str(epoch), "--rec", str(rec), "--flip", "--json",
+                       "--no-progress"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["flip"] is True and out["top1"] == (pred == labels).mean()
+
+
 @pytest.mark.parametrize("listing", ["wrong.jsonl", "wrong.csv"])
 def test_score_writes_the_matrix_the_picture_and_the_list(trained, keyed, expected, tmp_path, capsys, listing):
     import matplotlib.image
