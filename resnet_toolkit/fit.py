@@ -245,9 +245,10 @@ def fit(cfg: RunConfig) -> TrainResult:
         if start.states:
             engine.set_states(start.states)
         if cfg.retrain:
+            # The rate of the first update this run makes (for cosine/poly, not the peak base_lr).
             logging.info("Loaded %s (%s optimizer state); continuing at Epoch[%d], lr %g",
                          ckpt.params_path(prefix, start.epoch), "with" if start.states else "without", start.epoch,
-                         schedule.base_lr)
+                         float(f"{schedule(start.epoch * plan.epoch_size + 1):.12g}"))
         result = TrainResult(prefix, start.epoch, cfg.end_epoch, plan.epoch_size)
         _epochs(cfg, engine, sym, plan, cluster, schedule, result, log)
     finally:

@@ -246,7 +246,9 @@ def test_retrain_continues_the_cosine_curve_exactly(recipe_run, tmp_path):
     args[args.index("--model-prefix") + 1] = str(prefix)
     resumed = run_train([*args, "--retrain"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "continuing at Epoch[2]" in resumed.stdout
+    epoch_size = 1437 // 32
+    first = Schedule("cosine", 0.1, epoch_size, 3, warmup_epochs=1, warmup_lr=0.01)(2 * epoch_size + 1)
+    assert f"continuing at Epoch[2], lr {float(f'{first:.12g}'):g}" in resumed.stdout  # the rate in force, not 0.1
     a, b = mx.nd.load(f"{prefix}-0003.params"), mx.nd.load(f"{full_prefix}-0003.params")
     for key in a:
         np.testing.assert_array_equal(a[key].asnumpy(), b[key].asnumpy(), err_msg=key)
