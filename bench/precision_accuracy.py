@@ -4,6 +4,10 @@ bfloat16``, same seeds (same initial weights, same batches), paired per seed.
 
     python bench/precision_accuracy.py --data-dir data/cifar10 --seeds 0 1 2 --epochs 3 --num-examples 10000 \\
         --json bench/results/bf16-accuracy.json
+    python bench/precision_accuracy.py --data-dir data/cifar10 --dtypes float32 bfloat16:mxnet bfloat16:fp32-bn
+
+A ``--dtypes`` entry is ``DTYPE`` or ``DTYPE:POLICY`` (``--precision-policy``); the first is the reference the
+others are paired against.
 
 Each run: ResNet-20-v2, batch 128, lr 0.1 cosine over ``--epochs`` epochs of ``--num-examples`` images, validated
 on all 10,000 test images; the figure is the last epoch's top-1.
@@ -28,7 +32,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--num-examples", type=int, default=10000)
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"],
+                        help="DTYPE or DTYPE:POLICY each; the first is the reference")
     parser.add_argument("--json")
     args = parser.parse_args()
 
@@ -36,11 +41,14 @@ def main() -> int:
     runs = []
     for seed in args.seeds:
         row = {"seed": seed}
-        for dtype in args.dtypes:
+        for spec in args.dtypes:
+            dtype, _, policy = spec.partition(":")
             flags = ["--data-type", "cifar10", "--data-dir", args.data_dir, "--depth", "20", "--batch-size", "128",
                      "--lr", "0.1", "--lr-mode", "cosine", "--end-epoch", str(args.epochs), "--num-examples",
                      str(args.num_examples), "--seed", str(seed), "--frequent", "1000", "--dtype", dtype,
-                     "--model-prefix", str(work / f"{dtype}-{seed}" / "m")]
+                     "--model-prefix", str(work / f"{dtype}-{policy}-{seed}" / "m")]
+            if policy:
+                flags += ["--precision-policy", policy]
             tic = time.time()
             proc = subprocess.run([sys.executable, str(ROOT / "train_resnet.py"), *flags], capture_output=True,
                                   text=True)
@@ -49,16 +57,17 @@ def main() -> int:
                 return 1
             stats = [json.loads(line.split("json_stats:", 1)[1]) for line in proc.stdout.splitlines()
                      if "json_stats:" in line]
-            row[dtype] = stats[-1]["val-accuracy"]
-            row[f"{dtype}-train-img/s"] = round(statistics.median(s["speed"] for s in stats), 1)
-            row[f"{dtype}-wall_s"] = round(time.time() - tic, 1)
+            row[spec] = stats[-1]["val-accuracy"]
+            row[f"{spec}-train-img/s"] = round(statistics.median(s["speed"] for s in stats), 1)
+            row[f"{spec}-wall_s"] = round(time.time() - tic, 1)
         runs.append(row)
         print(json.dumps(row), flush=True)
-    first, second = args.dtypes[0], args.dtypes[-1]
-    diffs = [r[second] - r[first] for r in runs]
-    summary = {f"mean {first}": statistics.mean(r[first] for r in runs),
-               f"mean {second}": statistics.mean(r[second] for r in runs),
-               "mean paired difference": statistics.mean(diffs), "paired differences": diffs}
+    first = args.dtypes[0]
+    summary = {f"mean {spec}": statistics.mean(r[spec] for r in runs) for spec in args.dtypes}
+    for other in args.dtypes[1:]:
+        diffs = [r[other] - r[first] for r in runs]
+        summary[f"{other} - {first}"] = {"mean paired difference": statistics.mean(diffs),
+                                         "paired differences": diffs}
     print(json.dumps(summary))
     if args.json:
         Path(args.json).write_text(json.dumps({"epochs": args.epochs, "num_examples": args.num_examples,

@@ -22,8 +22,9 @@ from resnet_toolkit.recipe import is_decayed, soft_cross_entropy
 class TrainSetup:
     """What both engines apply beyond the optimizer's own arguments (:mod:`resnet_toolkit.recipe`,
     :mod:`resnet_toolkit.precision`): whether targets are distributions over ``num_classes``, weight-decay and
-    learning-rate multipliers by parameter name, the names of frozen (untrained) parameters, and the compute
-    ``dtype`` (weights and checkpoints stay float32)."""
+    learning-rate multipliers by parameter name, the names of frozen (untrained) parameters, the compute
+    ``dtype`` (weights and checkpoints stay float32) and which ops run in it (``policy``, see
+    :mod:`resnet_toolkit.precision`)."""
 
     num_classes: int = 0
     soft: bool = False
@@ -31,6 +32,7 @@ class TrainSetup:
     lr_mult: dict = field(default_factory=dict)
     frozen: list = field(default_factory=list)
     dtype: str = "float32"
+    policy: str = "fp32-bn"
 
 
 def _optimizer(name: str, optimizer_params: dict, param_names, wd_mult: dict, lr_mult: dict):
@@ -62,7 +64,8 @@ class ModuleEngine:
             from resnet_toolkit.fastpath import training_graph
 
             sym, _ = training_graph(sym)
-        sym = mixed_precision_symbol(sym, recipe.dtype)  # last: a graph rewrite after it would drop the casts
+        # last: a graph rewrite after it would drop the casts
+        sym = mixed_precision_symbol(sym, recipe.dtype, policy=recipe.policy)
         # Soft targets (label smoothing, mixup): SoftmaxOutput takes a label of the output's shape as a
         # distribution, its gradient is then probs - targets.
         label_shape = (data_shape[0], recipe.num_classes) if recipe.soft else data_shape[:1]
@@ -152,7 +155,7 @@ class GluonEngine:
             if name in recipe.frozen:
                 param.grad_req = "null"
         per_context = (data_shape[0] // len(contexts),) + tuple(data_shape[1:])
-        self.block = mixed_precision_block(self.net, per_context, recipe.dtype, fast_graph)
+        self.block = mixed_precision_block(self.net, per_context, recipe.dtype, fast_graph, recipe.policy)
         self.scaler = make_loss_scaler(recipe.dtype)  # float16 only
         params = {k: v for k, v in optimizer_params.items() if k != "rescale_grad"}
         if cluster.kv is not None and "async" in cluster.kv.type:

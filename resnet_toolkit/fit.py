@@ -38,7 +38,7 @@ from resnet_toolkit.engines import GluonEngine, ModuleEngine, TrainSetup
 from resnet_toolkit.errors import UserError
 from resnet_toolkit.fileio import atomic_write_text
 from resnet_toolkit.logparse import stats_line
-from resnet_toolkit.precision import describe, float32_params
+from resnet_toolkit.precision import default_policy, describe, float32_params
 from resnet_toolkit.recipe import TargetRecipe, frozen_names, multipliers
 from resnet_toolkit.schedule import Schedule, rate_at_epoch
 from resnet_toolkit.synset import copy_synset
@@ -92,7 +92,8 @@ def train_setup(cfg: RunConfig, param_names) -> TrainSetup:
     ``--freeze-stages``) for a network with ``param_names``."""
     wd_mult, lr_mult = multipliers(param_names, cfg.no_wd, cfg.lr_mult_body)
     return TrainSetup(cfg.num_classes, target_recipe(cfg).soft, wd_mult, lr_mult,
-                      frozen_names(param_names, cfg.freeze_stages), cfg.dtype)
+                      frozen_names(param_names, cfg.freeze_stages), cfg.dtype,
+                      default_policy(cfg.dtype, cfg.precision_policy))
 
 
 def make_schedule(cfg: RunConfig, begin_epoch: int, epoch_size: int, states: dict | None) -> Schedule:
@@ -239,7 +240,7 @@ def fit(cfg: RunConfig) -> TrainResult:
         logging.info("training graph: %s", "resnet_toolkit.fastpath.training_graph (--plain-graph to turn off)"
                      if uses_training_graph(cfg) else "as built")
         if cfg.dtype != "float32":
-            logging.info("%s", describe(cfg.dtype))
+            logging.info("%s", describe(cfg.dtype, policy=cfg.precision_policy))
         for note in start.notes:
             logging.info("%s", note)
         if start.states:

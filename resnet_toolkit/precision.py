@@ -1,17 +1,19 @@
 """Low-precision training: bfloat16 on CPUs (oneDNN), float16 on GPUs, with float32 master weights.
 
-The policy, the same for both engines and both low-precision types: ``Convolution`` and ``FullyConnected`` (about
-90 % of a step's time, bench/RESULTS.md) run in the low type; everything else (BatchNorm, including the fused
-BN+ReLU of :func:`resnet_toolkit.fastpath.training_graph`, ReLU, the residual sums, pooling, the softmax and its loss)
-runs in float32. :func:`mixed_precision_symbol` writes that policy into the graph with MXNet AMP's ``amp_cast``
-operator: before each such op its data, weight and bias are cast to the low type, after it the output is cast
-back to float32. The parameters stay float32 variables (the master weights): the ``amp_cast`` backward returns
-their gradients in float32, so the optimizer, its momentum and every checkpoint are float32 as before, and a
-checkpoint trained in bfloat16 loads anywhere (``PREFIX-symbol.json`` is the graph as built, without casts).
+Two policies say which ops run in the low type; the parameters stay float32 variables either way (the master
+weights): the ``amp_cast`` backward returns their gradients in float32, so the optimizer, its momentum and every
+checkpoint are float32, and a checkpoint trained in bfloat16 loads anywhere (``PREFIX-symbol.json`` is the graph
+as built, without casts).
 
-MXNet's own ``amp.convert_symbol`` lists would also run BatchNorm in bfloat16 and do not recognise the fused
-``_contrib_BatchNormWithReLU`` by name; :func:`mixed_precision_symbol` with ``policy='mxnet'`` applies them
-unchanged, for comparison (bench/precision.py measures both).
+- ``'mxnet'`` (``--precision-policy mxnet``, the default for bfloat16): MXNet AMP's own lists
+  (``amp.convert_symbol``): Convolution and FullyConnected in the low type, and the ops that follow them read and
+  write it too (BatchNorm, including the fused BN+ReLU of :func:`resnet_toolkit.fastpath.training_graph`, and the
+  residual sums); oneDNN keeps BN's mean and variance in float32. The input's ``bn_data``, the pooling and the
+  softmax stay float32. PyTorch's CPU autocast runs BatchNorm in bfloat16 the same way.
+- ``'fp32-bn'`` (the default for float16): only ``Convolution`` and ``FullyConnected`` run in the low type; a cast
+  before each of their inputs and one back to float32 after, so BatchNorm, ReLU and the sums run in float32.
+  On a CPU this is slow (0.5x float32 with native bfloat16): the cast back hands BN a plain NCHW array and oneDNN
+  runs its reference kernel (bench/RESULTS.md).
 
 float16 has 5 exponent bits, so small gradients underflow: it needs dynamic loss scaling
 (:class:`DynamicLossScaler`, MXNet AMP's policy: start at 2**16, halve and skip the update on an overflow, double
@@ -58,9 +60,25 @@ def native_bf16(flags: Iterable[str] | None = None) -> bool:
 def add_precision_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     group = parser.add_argument_group("Precision")
     group.add_argument("--dtype", type=str, default="float32", choices=list(DTYPES),
-                       help="compute type: bfloat16 on CPU (oneDNN; BN, softmax and the weights stay float32), "
-                            "float16 on GPUs (--api gluon, dynamic loss scaling); checkpoints are always float32")
+                       help="compute type: bfloat16 on CPU (oneDNN), float16 on GPUs (--api gluon, dynamic loss "
+                            "scaling); softmax, the optimizer and the weights stay float32, checkpoints are float32")
+    group.add_argument("--precision-policy", type=str, default=None, choices=list(POLICIES),
+                       help="which ops run in --dtype: 'mxnet' = MXNet AMP's lists (Convolution, FC, BatchNorm, "
+                            "ReLU, sums in the low type; BN statistics float32); 'fp32-bn' = only Convolution and "
+                            "FC, BatchNorm in float32 (0.5x float32's speed on CPUs, bench/RESULTS.md). Default: "
+                            "'mxnet' for bfloat16, 'fp32-bn' for float16")
     return group
+
+
+def default_policy(dtype: str, policy: str | None = None) -> str:
+    """``policy`` when given, else the default of ``dtype``: 'mxnet' for bfloat16 (1.55-1.73x float32 on a CPU
+    with AVX512-BF16, where 'fp32-bn' is 0.48-0.79x: its float32 BatchNorm gets plain-layout arrays and runs
+    oneDNN's reference kernel; bench/RESULTS.md), 'fp32-bn' for float16 and float32."""
+    if policy is not None:
+        if policy not in POLICIES:
+            raise UserError(f"--precision-policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+        return policy
+    return "mxnet" if dtype == "bfloat16" else "fp32-bn"
 
 
 def check_dtype(dtype: str, num_gpus: int, api: str = "module", kv_store: str = "local",
@@ -97,12 +115,16 @@ def check_dtype(dtype: str, num_gpus: int, api: str = "module", kv_store: str = 
             raise UserError("--dtype bfloat16 needs MXNet built with oneDNN (MKLDNN); this build has none")
 
 
-def describe(dtype: str, flags: Iterable[str] | None = None) -> str:
+def describe(dtype: str, flags: Iterable[str] | None = None, policy: str | None = None) -> str:
     """One log line saying what runs in which precision (and, for bfloat16, whether the CPU has it natively)."""
     if dtype == "float32":
         return "precision: float32"
-    line = (f"precision: {dtype} for Convolution and FullyConnected; BatchNorm, softmax, optimizer and weights in "
-            f"float32")
+    if default_policy(dtype, policy) == "mxnet":
+        line = (f"precision: {dtype} for Convolution, FullyConnected, BatchNorm, ReLU and sums (MXNet AMP's lists, "
+                f"--precision-policy mxnet); BN statistics, softmax, optimizer and weights in float32")
+    else:
+        line = (f"precision: {dtype} for Convolution and FullyConnected (--precision-policy fp32-bn); BatchNorm, "
+                f"softmax, optimizer and weights in float32")
     if dtype == "float16":
         return line + "; dynamic loss scaling"
     if not native_bf16(flags):

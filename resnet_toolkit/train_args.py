@@ -178,6 +178,7 @@ class RunConfig:
     workspace: int
     memonger: bool
     dtype: str
+    precision_policy: str | None
     api: str
     plain_graph: bool
     # Network family

@@ -1,5 +1,7 @@
-"""resnet_toolkit.precision: the bfloat16 graph keeps BN, softmax and every weight in float32, trains like float32 for a
-few steps, saves float32 checkpoints; float16 is refused cleanly where it cannot run; the loss scaler is exact."""
+"""resnet_toolkit.precision: the low-precision graph keeps softmax and every weight in float32 (and BN too under the
+'fp32-bn' policy), trains like float32 for a few steps under both policies, saves float32 checkpoints, and
+--precision-policy reaches the graph each engine binds; float16 is refused cleanly where it cannot run; the loss
+scaler is exact."""
 from __future__ import annotations
 
 import math
@@ -13,13 +15,13 @@ from resnet_toolkit.errors import UserError
 BATCH = 32
 
 
-def _op_dtypes(sym) -> dict[str, set[str]]:
+def _op_dtypes(sym, **input_types: str) -> dict[str, set[str]]:
     """Operator type -> the dtypes of its nodes' first outputs, from :func:`node_dtypes` and the graph."""
     import json
 
     from resnet_toolkit.precision import node_dtypes
 
-    dtypes = node_dtypes(sym)
+    dtypes = node_dtypes(sym, **input_types)
     out: dict[str, set[str]] = {}
     for node in json.loads(sym.tojson(remove_amp_cast=False))["nodes"]:
         if node["op"] != "null":
@@ -104,10 +106,11 @@ FIRST_STEP_TOL = 0.01
 RUN_TOL = 0.2
 
 
-def test_bfloat16_training_moves_the_loss_like_float32(digit_batches):
-    """16 Module updates of ResNet-8 on real digits from the same weights: the same first loss within 0.01 nats,
-    every loss within 0.2 nats of float32's, both fall by more than a fifth, and the parameters come back
-    float32 (a checkpoint of a bfloat16 run is a float32 checkpoint)."""
+@pytest.mark.parametrize("policy", ["fp32-bn", "mxnet"])
+def test_bfloat16_training_moves_the_loss_like_float32(digit_batches, policy):
+    """16 Module updates of ResNet-8 on real digits from the same weights, under each policy: the same first
+    loss within 0.01 nats, every loss within 0.2 nats of float32's, both fall by more than a fifth, and the
+    parameters come back float32 (a checkpoint of a bfloat16 run is a float32 checkpoint)."""
     from resnet_toolkit.fastpath import training_graph
     from resnet_toolkit.fit import init_params
     from resnet_toolkit.precision import float32_params, mixed_precision_symbol
@@ -116,8 +119,8 @@ def test_bfloat16_training_moves_the_loss_like_float32(digit_batches):
     sym = training_graph(get_symbol(10, 8, "cifar10"))[0]
     arg_params, aux_params = init_params(sym, (BATCH, 3, 32, 32), seed=0)
     fp32, _ = _module_losses(sym, arg_params, aux_params, digit_batches, 16)
-    bf16, (args16, aux16) = _module_losses(mixed_precision_symbol(sym, "bfloat16"), arg_params, aux_params,
-                                           digit_batches, 16)
+    bf16, (args16, aux16) = _module_losses(mixed_precision_symbol(sym, "bfloat16", policy=policy), arg_params,
+                                           aux_params, digit_batches, 16)
     assert abs(bf16[0] - fp32[0]) < FIRST_STEP_TOL
     assert max(abs(a - b) for a, b in zip(fp32, bf16)) < RUN_TOL
     for losses in (fp32, bf16):
@@ -212,6 +215,56 @@ def test_float16_on_this_cpu_is_what_the_refusal_says():
         mx.nd.Convolution(x, w, kernel=(3, 3), num_filter=4, no_bias=True).wait_to_read()
 
 
+def test_default_policy_is_mxnet_lists_for_bfloat16_only():
+    """bfloat16 defaults to MXNet's lists (BN in bfloat16: 1.5-1.7x float32 with AVX512-BF16, where float32 BN is
+    0.5x); float16 keeps BN in float32; an explicit --precision-policy wins; an unknown one is one clear line."""
+    from resnet_toolkit.precision import default_policy
+
+    assert default_policy("bfloat16") == "mxnet"
+    assert default_policy("float16") == default_policy("float32") == "fp32-bn"
+    assert default_policy("bfloat16", "fp32-bn") == "fp32-bn" and default_policy("float16", "mxnet") == "mxnet"
+    with pytest.raises(UserError, match="--precision-policy must be one of fp32-bn, mxnet"):
+        default_policy("bfloat16", "fp16-bn")
+
+
+@pytest.mark.parametrize("flags, bn_dtype", [([], "bfloat16"), (["--precision-policy", "fp32-bn"], "float32")],
+                         ids=["default", "fp32-bn"])
+@pytest.mark.parametrize("api", ["module", "gluon"])
+def test_precision_policy_flag_reaches_the_bound_graph(flags, bn_dtype, api):
+    """train_resnet.py's flags -> train_setup -> the graph each engine binds: the fused BN+ReLU of the training
+    graph reads and writes ``bn_dtype``; the convolutions are bfloat16 and the weights float32 either way."""
+    import mxnet as mx
+
+    from resnet_toolkit.cluster import Cluster
+    from resnet_toolkit.engines import GluonEngine, ModuleEngine
+    from resnet_toolkit.fit import build_symbol, train_setup
+    from resnet_toolkit.precision import param_dtypes
+    from resnet_toolkit.train_args import build_parser, resolve_args
+    from resnet_toolkit.weights import init_params
+    from symbols import get_net
+
+    cfg = resolve_args(build_parser().parse_args(["--data-type", "cifar10", "--depth", "8", "--batch-size", "8",
+                                                  "--dtype", "bfloat16", "--api", api, *flags]))
+    shape = (8, 3, 32, 32)
+    sym = build_symbol(cfg)
+    arg_params, aux_params = init_params(sym, shape, 0)
+    setup = train_setup(cfg, sym.list_arguments())
+    engine_args = ([mx.cpu()], Cluster(None), shape, arg_params, aux_params, "nag", {"learning_rate": 0.1})
+    if api == "gluon":
+        engine = GluonEngine(get_net(10, 8, "cifar10"), *engine_args, fast_graph=True, recipe=setup)
+        engine.forward_backward(mx.nd.zeros(shape), mx.nd.zeros(8))
+        bound = engine.block._cached_graph[1]
+        inputs = {bound.list_inputs()[0]: "float32"}  # the traced block's data variable
+    else:
+        engine = ModuleEngine(sym, *engine_args, fast_graph=True, recipe=setup)
+        bound = engine.mod.symbol
+        inputs = {"data": "float32", "softmax_label": "float32"}
+    ops = _op_dtypes(bound, **inputs)
+    assert ops["_contrib_BatchNormWithReLU"] == {bn_dtype}
+    assert ops["Convolution"] == {"bfloat16"}
+    assert set(param_dtypes(bound, **inputs).values()) == {"float32"}
+
+
 def test_describe_names_the_emulation():
     from resnet_toolkit.precision import describe, native_bf16
 
@@ -220,6 +273,8 @@ def test_describe_names_the_emulation():
     assert "emulates" not in describe("bfloat16", flags={"avx512f", "avx512_bf16"})
     assert native_bf16({"amx_bf16"}) and not native_bf16(set())
     assert describe("float16").endswith("dynamic loss scaling")
+    assert "BatchNorm, ReLU and sums (MXNet AMP's lists" in describe("bfloat16", flags={"avx512_bf16"})
+    assert "(--precision-policy fp32-bn); BatchNorm" in describe("bfloat16", {"avx512_bf16"}, policy="fp32-bn")
 
 
 # ------------------------------------------------------------------------------------------- loss scaling
