@@ -5,9 +5,10 @@ Cells (``--what train``: forward, backward, NAG update on a fixed random batch; 
 - ``ours/fp32``     : this project's Symbol through ``mx.mod.Module``, :mod:`resnet_toolkit.fastpath`'s graphs (the
   training graph; the folded, fused inference model): the float32 baseline of today's bench/throughput.py;
 - ``ours/bf16``     : train only: the same training graph through
-  :func:`resnet_toolkit.precision.mixed_precision_symbol`
+  :func:`resnet_toolkit.precision.mixed_precision_symbol`, policy 'fp32-bn'
   (convolutions and FC in bfloat16; BN, softmax, weights float32);
-- ``ours/bf16-mxbn``: train only: MXNet AMP's own lists (BatchNorm also reads/writes bfloat16);
+- ``ours/bf16-mxbn``: train only: policy 'mxnet', MXNet AMP's own lists (BatchNorm also reads/writes bfloat16):
+  what ``train_resnet.py --dtype bfloat16`` runs by default since 2026-12-05;
 - ``ours/int8``     : infer only: :func:`resnet_toolkit.quantize`'s oneDNN INT8 graph (naive calibration on 2 random
   batches: fine for speed, meaningless for accuracy);
 - ``gluoncv/fp32``  : GluonCV's ``*_v2`` model, hybridized with static memory (as bench/throughput.py);
