@@ -30,7 +30,7 @@ def test_score_equals_the_trainings_validation_accuracy(trained_cifar, capsys, g
 @pytest.mark.data
 def test_the_committed_cifar10_model_scores_the_accuracy_results_reports(cifar_rec_dir, capsys):
     """The 160-epoch ResNet-20-v2 committed under bench/results (README's "Results" cite it): 88.83 % top-1 and
-    99.17 % top-5 on all 10,000 CIFAR-10 test images, as its training logged. Packing, mean/std, the folded graph
+    99.17 % top-5 on all 10,000 CIFAR-10 test images, as its training logged. Packing, decoding, the folded graph
     and the checkpoint loader all stand between the file and the figure; a change to any of them moves it.
     Another CPU rounds float32 differently, so a few images may flip: 0.1 point of tolerance (10 images)."""
     score = load_tool("tools/score.py")
