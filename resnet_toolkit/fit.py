@@ -5,9 +5,9 @@ What a run does, epoch by epoch (``Epoch[k]`` is 0-based, its checkpoint file is
 
 1. a fresh training iterator seeded ``seed + k`` (same shuffle and augmentation whenever epoch k is replayed),
    from which exactly ``epoch_size`` batches are taken;
-2. per batch: the targets (labels, or distributions with ``--label-smoothing``/``--mixup``), forward/backward, a
-   finite-loss check *before* the update (a NaN or infinite loss stops the run with the epoch and batch, the last
-   checkpoint untouched), the update, metrics, MXNet's ``Speedometer``;
+2. per batch: ``--random-erasing``, the targets (labels, or distributions with ``--label-smoothing``/``--mixup``),
+   forward/backward, a finite-loss check *before* the update (a NaN or infinite loss stops the run with the epoch
+   and batch, the last checkpoint untouched), the update, metrics, MXNet's ``Speedometer``;
 3. ``Epoch[k] Train-*``, ``Epoch[k] Time cost``, the checkpoint (params + optimizer state, each file renamed
    into place), ``Epoch[k] Validation-*`` over the whole validation set and a ``json_stats: {...}`` line, then
    ``--save-best``/``--keep-last``; the log file is then committed.
@@ -39,7 +39,7 @@ from resnet_toolkit.errors import UserError
 from resnet_toolkit.fileio import atomic_write_text
 from resnet_toolkit.logparse import stats_line
 from resnet_toolkit.precision import default_policy, describe, float32_params
-from resnet_toolkit.recipe import TargetRecipe, frozen_names, multipliers
+from resnet_toolkit.recipe import TargetRecipe, frozen_names, multipliers, random_erasing
 from resnet_toolkit.schedule import Schedule, rate_at_epoch
 from resnet_toolkit.synset import copy_synset
 from resnet_toolkit.train_args import RunConfig, check_writable_dir, default_prefix, saved_config, uses_training_graph
@@ -307,6 +307,9 @@ def _epochs(cfg: RunConfig, engine, sym, plan: DataPlan, cluster: Cluster, sched
             class_counts += np.bincount(labels[(labels >= 0) & (labels < cfg.num_classes)],
                                         minlength=cfg.num_classes)
             data, targets = batch.data[0], batch.label[0]
+            if cfg.random_erasing:
+                erased = random_erasing(data.asnumpy(), cfg.random_erasing, cfg.seed, epoch, nbatch)
+                data = mx.nd.array(erased, ctx=data.context, dtype=data.dtype)
             if targets_of.soft:
                 mixed, soft = targets_of.apply(data.asnumpy(), labels, epoch, nbatch)
                 data = data if mixed is None else mx.nd.array(mixed, ctx=data.context)

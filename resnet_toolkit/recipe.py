@@ -1,6 +1,6 @@
 """The modern training recipe's pieces, each off by default (the original's recipe is the default):
-soft targets (label smoothing, mixup), per-parameter multipliers (no weight decay on BN and biases, a lower
-rate for the body, frozen stages) and zero-initialised last layers.
+soft targets (label smoothing, mixup), random erasing, per-parameter multipliers (no weight decay on BN and
+biases, a lower rate for the body, frozen stages) and zero-initialised last layers.
 
 Pure functions of numpy arrays and names; :mod:`resnet_toolkit.fit` applies them to both engines, so Module and Gluon
 train on the same targets with the same multipliers.
@@ -49,6 +49,38 @@ def soft_cross_entropy(probs: np.ndarray, targets: np.ndarray) -> float:
             return float(-np.mean(np.log(probs[np.arange(len(targets)), targets.astype(np.int64)])))
         logp = np.log(probs)
         return float(-np.mean(np.sum(np.where(targets > 0, targets * logp, 0.0), axis=1)))
+
+
+# ------------------------------------------------------------------------------------------- random erasing
+ERASE_AREA = (0.02, 0.4)   # fraction of the image an erased rectangle covers (Zhong et al.'s s_l, s_h)
+ERASE_MIN_ASPECT = 0.3     # height/width drawn uniformly from [0.3, 1/0.3] (their r_1)
+ERASE_ATTEMPTS = 10        # draws until a rectangle fits inside the image; none fits: the image is left as it is
+
+
+def random_erasing(data: np.ndarray, probability: float, seed: int, epoch: int, nbatch: int,
+                   fill_range: tuple[float, float] = (0.0, 255.0)) -> np.ndarray:
+    """Random erasing (Zhong et al. 2020, "RE-R"): each image of the batch ``data`` (N, C, H, W), with
+    ``probability``, gets one rectangle of ``ERASE_AREA`` of its area and height/width in [0.3, 1/0.3] replaced
+    by uniform random values in ``fill_range`` (raw pixel values: the iterators do not subtract a mean). Drawn
+    from a generator seeded by (seed, epoch, batch) apart from mixup's, so a retrained epoch erases exactly as
+    the first time. Returns a new array; ``data`` is not changed."""
+    out = np.array(data, copy=True)
+    if probability <= 0:
+        return out
+    rng = np.random.default_rng([seed, epoch, nbatch, 1])
+    _, channels, height, width = out.shape
+    for image in out:
+        if rng.random() >= probability:
+            continue
+        for _ in range(ERASE_ATTEMPTS):
+            area = rng.uniform(*ERASE_AREA) * height * width
+            aspect = rng.uniform(ERASE_MIN_ASPECT, 1.0 / ERASE_MIN_ASPECT)
+            h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+            if 0 < h < height and 0 < w < width:
+                top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+                image[:, top:top + h, left:left + w] = rng.uniform(*fill_range, size=(channels, h, w))
+                break
+    return out
 
 
 @dataclass(frozen=True)
@@ -143,6 +175,9 @@ def add_recipe_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     recipe.add_argument("--mixup", type=float, default=0.0,
                         help="ALPHA > 0: mixup, each batch mixed with itself reversed, weight ~ Beta(ALPHA, ALPHA)")
     recipe.add_argument("--mixup-off-epoch", type=int, default=0, help="train the last N epochs without mixup")
+    recipe.add_argument("--random-erasing", type=float, default=0.0, metavar="P",
+                        help="with probability P, one rectangle of 2-40%% of each training image (height/width "
+                             "0.3-3.3) is filled with random pixel values (Zhong et al. 2020)")
     recipe.add_argument("--no-wd", action="store_true",
                         help="no weight decay on BatchNorm gamma (beta and biases are never decayed)")
     recipe.add_argument("--last-gamma", action="store_true",
@@ -158,6 +193,8 @@ def check_recipe_args(args) -> None:
         value = getattr(args, name)
         if not math.isfinite(value) or value < 0:
             raise UserError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+    if not 0 <= args.random_erasing <= 1:
+        raise UserError(f"--random-erasing must be a probability in [0, 1], got {args.random_erasing}")
     if args.label_smoothing >= 1:
         raise UserError(f"--label-smoothing must be below 1, got {args.label_smoothing}")
     if args.warmup_epochs >= args.end_epoch:

@@ -209,6 +209,7 @@ class RunConfig:
     label_smoothing: float
     mixup: float
     mixup_off_epoch: int
+    random_erasing: float
     no_wd: bool
     last_gamma: bool
     # Fine-tuning
