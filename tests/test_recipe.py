@@ -18,6 +18,7 @@ from resnet_toolkit.recipe import (
     mix,
     mixup_lambda,
     multipliers,
+    random_erasing,
     smooth_one_hot,
     soft_cross_entropy,
 )
@@ -90,6 +91,44 @@ def test_mixup_mixes_images_and_targets_with_the_reversed_batch():
     # the last mixup_off_epoch epochs train on plain targets
     assert recipe.apply(data, labels, epoch=8, nbatch=0)[0] is None
     np.testing.assert_array_equal(mix(np.array([1.0, 3.0]), 0.25), [0.25 * 1 + 0.75 * 3, 0.25 * 3 + 0.75 * 1])
+
+
+# ------------------------------------------------------------------------------------------- random erasing
+def _erased_boxes(before: np.ndarray, after: np.ndarray) -> list[tuple[int, int, int, int] | None]:
+    """Per image, the bounding box (top, left, h, w) of the pixels that changed in any channel, or None."""
+    boxes = []
+    for changed in (before != after).any(axis=1):
+        rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+        boxes.append(None if rows.size == 0 else (rows[0], cols[0], rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))
+    return boxes
+
+
+def test_random_erasing_replaces_one_rectangle_per_chosen_image():
+    """A constant batch (no fill value can equal it by chance): with P=1 every image has exactly one changed
+    rectangle, fully changed, of 2-40 % of the image (+ rounding) and height/width within 0.3-3.3 (+ rounding),
+    filled with values in [0, 255]; the input is left as it was."""
+    data = np.full((64, 3, 32, 32), -1.0, dtype=np.float32)
+    out = random_erasing(data, 1.0, seed=3, epoch=2, nbatch=5)
+    assert (data == -1).all() and out.dtype == data.dtype
+    for image, box in zip(out, _erased_boxes(data, out)):
+        assert box is not None
+        top, left, h, w = box
+        assert ((image[:, top:top + h, left:left + w] != -1).all() and (image[image != -1] >= 0).all()
+                and (image <= 255).all())                                           # a full rectangle, in range
+        assert (image != -1).sum() == 3 * h * w                                     # and nothing outside it
+        assert 0.02 * 1024 - 2 * 32 <= h * w <= 0.4 * 1024 + 2 * 32
+        assert 0.3 * 0.8 <= h / w <= (1 / 0.3) * 1.25
+
+
+def test_random_erasing_probability_and_seeding():
+    data = np.zeros((400, 3, 8, 8), dtype=np.float32) - 1
+    erased = sum(box is not None for box in _erased_boxes(data, random_erasing(data, 0.5, 0, 0, 0)))
+    assert 150 < erased < 250                                                   # ~200 of 400 at P=0.5
+    np.testing.assert_array_equal(random_erasing(data, 0.0, 0, 0, 0), data)    # P=0: unchanged
+    # seeded by (seed, epoch, batch): a replayed batch erases the same pixels with the same values
+    np.testing.assert_array_equal(random_erasing(data, 0.5, 7, 3, 9), random_erasing(data, 0.5, 7, 3, 9))
+    assert not np.array_equal(random_erasing(data, 0.5, 7, 3, 9), random_erasing(data, 0.5, 7, 3, 10))
+    assert not np.array_equal(random_erasing(data, 0.5, 7, 3, 9), random_erasing(data, 0.5, 8, 3, 9))
 
 
 def test_both_engines_train_on_soft_targets_alike():
@@ -181,12 +220,12 @@ def test_no_wd_leaves_bn_and_biases_undecayed(api):
 @pytest.fixture(scope="module")
 def recipe_run(digits_dir, tmp_path_factory):
     """3 epochs of ResNet-8 on the digits with cosine + warm-up, label smoothing, mixup (off in the last epoch),
-    --no-wd, --last-gamma, --keep-last 2 --save-best."""
+    random erasing, --no-wd, --last-gamma, --keep-last 2 --save-best."""
     prefix = tmp_path_factory.mktemp("recipe") / "m"
     flags = [*DIGITS_FLAGS, "--data-dir", digits_dir, "--end-epoch", "3", "--lr-mode", "cosine",
              "--warmup-epochs", "1", "--warmup-lr", "0.01", "--label-smoothing", "0.1", "--mixup", "0.2",
-             "--mixup-off-epoch", "1", "--no-wd", "--last-gamma", "--keep-last", "2", "--save-best",
-             "--model-prefix", prefix]
+             "--mixup-off-epoch", "1", "--random-erasing", "0.5", "--no-wd", "--last-gamma", "--keep-last", "2",
+             "--save-best", "--model-prefix", prefix]
     proc = run_train(flags)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = [json.loads(line.split("json_stats:", 1)[1]) for line in proc.stdout.splitlines()
@@ -211,6 +250,21 @@ def test_recipe_run_end_to_end(recipe_run):
     assert "state:conv0_weight" in mx.nd.load(f"{prefix}-0003.states")
 
 
+def test_random_erasing_reaches_the_network(digits_dir, tmp_path):
+    """One epoch of 160 digits, same seed: twice without erasing gives the same weights, with --random-erasing 1
+    different ones (the training loop feeds the erased batch, not the iterator's)."""
+    import mxnet as mx
+
+    weights = []
+    for name, extra in (("a", []), ("b", []), ("c", ["--random-erasing", "1"])):
+        proc = run_train([*DIGITS_FLAGS, "--data-dir", digits_dir, "--end-epoch", "1", "--num-examples", "160",
+                          "--model-prefix", tmp_path / name, *extra])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        weights.append(mx.nd.load(f"{tmp_path / name}-0001.params")["arg:conv0_weight"].asnumpy())
+    np.testing.assert_array_equal(weights[0], weights[1])
+    assert not np.array_equal(weights[0], weights[2])
+
+
 def test_args_json_reproduces_the_run_configuration(recipe_run, tmp_path):
     """PREFIX-args.json holds the resolved flags; --config of it resolves to the same configuration, and flags on
     the command line override it."""
@@ -218,6 +272,7 @@ def test_args_json_reproduces_the_run_configuration(recipe_run, tmp_path):
     saved = json.loads(open(f"{prefix}-args.json").read())
     assert saved["lr-mode"] == "cosine" and saved["label-smoothing"] == 0.1 and saved["lr-steps"] == "120,160"
     assert saved["no-wd"] is True and saved["end-epoch"] == 3 and "retrain" not in saved
+    assert saved["random-erasing"] == 0.5
     again = parse_args(["--config", f"{prefix}-args.json"])
     original = resolve_args(build_parser().parse_args([str(f) for f in flags]))
     assert saved_config(again) == saved_config(original)
@@ -232,8 +287,8 @@ def test_args_json_reproduces_the_run_configuration(recipe_run, tmp_path):
 
 def test_retrain_continues_the_cosine_curve_exactly(recipe_run, tmp_path):
     """The run stopped after epoch 2 (its epoch-2 files copied, as a kill would leave them) and --retrain for epoch
-    3: the same parameters as the uninterrupted run's epoch 3 (mixup, smoothing and the warm-up/cosine rate are
-    pure functions of seed, epoch and update count)."""
+    3: the same parameters as the uninterrupted run's epoch 3 (mixup, random erasing, smoothing and the
+    warm-up/cosine rate are pure functions of seed, epoch and update count)."""
     import shutil
 
     import mxnet as mx
@@ -278,6 +333,8 @@ def test_prune_never_deletes_the_newest_or_the_kept(tmp_path):
     (["--warmup-epochs", "3", "--lr-steps", "2"], "--warmup-epochs 3 runs past the first --lr-steps epoch 2"),
     (["--mixup", "nan"], "--mixup must be a finite number >= 0"),
     (["--mixup-off-epoch", "2"], "--mixup-off-epoch needs --mixup ALPHA"),
+    (["--random-erasing", "1.5"], "--random-erasing must be a probability in [0, 1], got 1.5"),
+    (["--random-erasing", "nan"], "--random-erasing must be a probability in [0, 1], got nan"),
     (["--keep-last", "-1"], "--keep-last must be >= 0"),
     (["--lr-mode", "linear"], "argument --lr-mode: invalid choice: 'linear'"),
     (["--aug-level", "5"], "argument --aug-level: invalid choice: 5"),
