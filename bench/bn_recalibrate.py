@@ -22,6 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from resnet_toolkit.data import get_layout, make_train_iter, make_val_iter  # noqa: E402
+from resnet_toolkit.errors import run_cli  # noqa: E402
+from resnet_toolkit.predictor import load_checkpoint  # noqa: E402
 
 
 def score(mx, symbol, arg_params, aux_params, val_rec: Path, batch_size: int) -> float:
@@ -61,7 +63,7 @@ def recomputed_statistics(mx, symbol, arg_params, aux_params, train_rec: Path, b
     return {name: mx.nd.array(total / done, dtype="float32") for name, total in sums.items()}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prefix", required=True, help="checkpoint prefix (PREFIX-symbol.json, PREFIX-EPOCH.params)")
     parser.add_argument("--epoch", type=int, required=True)
@@ -69,12 +71,12 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=100, help="training batches to average over")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--seed", type=int, default=1234, help="seeds the training batches' shuffle and crops")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import mxnet as mx
 
     data = Path(args.data_dir)
-    symbol, arg_params, aux_params = mx.model.load_checkpoint(args.prefix, args.epoch)
+    symbol, arg_params, aux_params = load_checkpoint(args.prefix, args.epoch)
     before = score(mx, symbol, arg_params, aux_params, data / "cifar10_val.rec", args.batch_size)
     recomputed = recomputed_statistics(mx, symbol, arg_params, aux_params, data / "cifar10_train.rec", args.batches,
                                        args.batch_size, args.seed)
@@ -86,4 +88,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)
