@@ -308,7 +308,8 @@ def _epochs(cfg: RunConfig, engine, sym, plan: DataPlan, cluster: Cluster, sched
                                         minlength=cfg.num_classes)
             data, targets = batch.data[0], batch.label[0]
             if cfg.random_erasing:
-                erased = random_erasing(data.asnumpy(), cfg.random_erasing, cfg.seed, epoch, nbatch)
+                erased = random_erasing(data.asnumpy(), cfg.random_erasing, cfg.seed, epoch, nbatch,
+                                        cfg.random_erasing_fill)
                 data = mx.nd.array(erased, ctx=data.context, dtype=data.dtype)
             if targets_of.soft:
                 mixed, soft = targets_of.apply(data.asnumpy(), labels, epoch, nbatch)

@@ -57,18 +57,28 @@ ERASE_MIN_ASPECT = 0.3     # height/width drawn uniformly from [0.3, 1/0.3] (the
 ERASE_ATTEMPTS = 10        # draws until a rectangle fits inside the image; none fits: the image is left as it is
 
 
+ERASE_FILLS = ("random", "mean")
+
+
 def random_erasing(data: np.ndarray, probability: float, seed: int, epoch: int, nbatch: int,
-                   fill_range: tuple[float, float] = (0.0, 255.0)) -> np.ndarray:
-    """Random erasing (Zhong et al. 2020, "RE-R"): each image of the batch ``data`` (N, C, H, W), with
-    ``probability``, gets one rectangle of ``ERASE_AREA`` of its area and height/width in [0.3, 1/0.3] replaced
-    by uniform random values in ``fill_range`` (raw pixel values: the iterators do not subtract a mean). Drawn
-    from a generator seeded by (seed, epoch, batch) apart from mixup's, so a retrained epoch erases exactly as
-    the first time. Returns a new array; ``data`` is not changed."""
+                   fill: str = "random", fill_range: tuple[float, float] = (0.0, 255.0)) -> np.ndarray:
+    """Random erasing (Zhong et al. 2020): each image of the batch ``data`` (N, C, H, W), with ``probability``,
+    gets one rectangle of ``ERASE_AREA`` of its area and height/width in [0.3, 1/0.3] replaced.
+
+    ``fill="random"`` (the paper's RE-R): uniform random values in ``fill_range`` (raw pixel values: the
+    iterators do not subtract a mean). ``fill="mean"`` (RE-M, what the authors' released CIFAR code does): each
+    channel's mean over the whole batch before erasing, standing in for the dataset mean (a batch of 128 CIFAR-10
+    images puts it within a few pixel values of it). Drawn from a generator seeded by (seed, epoch, batch) apart
+    from mixup's, so a retrained epoch erases exactly as the first time; both fills draw the same rectangles.
+    Returns a new array; ``data`` is not changed."""
+    if fill not in ERASE_FILLS:
+        raise ValueError(f"fill must be one of {ERASE_FILLS}, got {fill!r}")
     out = np.array(data, copy=True)
     if probability <= 0:
         return out
     rng = np.random.default_rng([seed, epoch, nbatch, 1])
     _, channels, height, width = out.shape
+    channel_mean = out.mean(axis=(0, 2, 3), dtype=np.float64).astype(out.dtype)[:, None, None]
     for image in out:
         if rng.random() >= probability:
             continue
@@ -78,7 +88,8 @@ def random_erasing(data: np.ndarray, probability: float, seed: int, epoch: int, 
             h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
             if 0 < h < height and 0 < w < width:
                 top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
-                image[:, top:top + h, left:left + w] = rng.uniform(*fill_range, size=(channels, h, w))
+                noise = rng.uniform(*fill_range, size=(channels, h, w))   # drawn for both fills: same stream
+                image[:, top:top + h, left:left + w] = noise if fill == "random" else channel_mean
                 break
     return out
 
@@ -177,7 +188,10 @@ def add_recipe_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     recipe.add_argument("--mixup-off-epoch", type=int, default=0, help="train the last N epochs without mixup")
     recipe.add_argument("--random-erasing", type=float, default=0.0, metavar="P",
                         help="with probability P, one rectangle of 2-40%% of each training image (height/width "
-                             "0.3-3.3) is filled with random pixel values (Zhong et al. 2020)")
+                             "0.3-3.3) is filled (Zhong et al. 2020), as --random-erasing-fill says")
+    recipe.add_argument("--random-erasing-fill", choices=ERASE_FILLS, default="random",
+                        help="random: uniform random pixel values (the paper's RE-R, default); mean: each "
+                             "channel's mean over the batch (RE-M, as the authors' released CIFAR code)")
     recipe.add_argument("--no-wd", action="store_true",
                         help="no weight decay on BatchNorm gamma (beta and biases are never decayed)")
     recipe.add_argument("--last-gamma", action="store_true",
@@ -207,3 +221,5 @@ def check_recipe_args(args) -> None:
         raise UserError(f"--mixup-off-epoch must be >= 0, got {args.mixup_off_epoch}")
     if args.mixup_off_epoch and not args.mixup:
         raise UserError("--mixup-off-epoch needs --mixup ALPHA")
+    if args.random_erasing_fill != "random" and not args.random_erasing:
+        raise UserError(f"--random-erasing-fill {args.random_erasing_fill} needs --random-erasing P")

@@ -210,6 +210,7 @@ class RunConfig:
     mixup: float
     mixup_off_epoch: int
     random_erasing: float
+    random_erasing_fill: str
     no_wd: bool
     last_gamma: bool
     # Fine-tuning

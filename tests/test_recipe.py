@@ -131,6 +131,28 @@ def test_random_erasing_probability_and_seeding():
     assert not np.array_equal(random_erasing(data, 0.5, 7, 3, 9), random_erasing(data, 0.5, 8, 3, 9))
 
 
+def test_random_erasing_mean_fill():
+    """--random-erasing-fill mean: the same rectangles as the random fill (same seed), each filled with its
+    channel's mean over the batch before erasing; a bad fill name is an error."""
+    rng = np.random.default_rng(0)
+    data = rng.uniform(0, 255, size=(32, 3, 16, 16)).astype(np.float32)
+    data[:, 0] += 1000.0                                     # channel means ~1127, ~127, ~127: no chance equality
+    random_fill = random_erasing(data, 1.0, seed=4, epoch=1, nbatch=2)
+    mean_fill = random_erasing(data, 1.0, seed=4, epoch=1, nbatch=2, fill="mean")
+    channel_mean = data.mean(axis=(0, 2, 3), dtype=np.float64).astype(np.float32)
+    for image, before, box_r, box_m in zip(mean_fill, data, _erased_boxes(data, random_fill),
+                                           _erased_boxes(data, mean_fill)):
+        assert box_r == box_m and box_m is not None
+        top, left, h, w = box_m
+        np.testing.assert_array_equal(image[:, top:top + h, left:left + w],
+                                      np.broadcast_to(channel_mean[:, None, None], (3, h, w)))
+        outside = np.ones(before.shape, dtype=bool)
+        outside[:, top:top + h, left:left + w] = False
+        np.testing.assert_array_equal(image[outside], before[outside])
+    with pytest.raises(ValueError, match="fill must be one of"):
+        random_erasing(data, 1.0, 0, 0, 0, fill="zero")
+
+
 def test_both_engines_train_on_soft_targets_alike():
     """One update of each engine on the same label-smoothed and mixed batch from the same weights: the same loss
     (by hand from the engine's own probabilities) and the same updated weights."""
@@ -252,17 +274,20 @@ def test_recipe_run_end_to_end(recipe_run):
 
 def test_random_erasing_reaches_the_network(digits_dir, tmp_path):
     """One epoch of 160 digits, same seed: twice without erasing gives the same weights, with --random-erasing 1
-    different ones (the training loop feeds the erased batch, not the iterator's)."""
+    different ones, and with its mean fill different again (the training loop feeds the erased batch, not the
+    iterator's, filled as --random-erasing-fill says)."""
     import mxnet as mx
 
     weights = []
-    for name, extra in (("a", []), ("b", []), ("c", ["--random-erasing", "1"])):
+    for name, extra in (("a", []), ("b", []), ("c", ["--random-erasing", "1"]),
+                        ("d", ["--random-erasing", "1", "--random-erasing-fill", "mean"])):
         proc = run_train([*DIGITS_FLAGS, "--data-dir", digits_dir, "--end-epoch", "1", "--num-examples", "160",
                           "--model-prefix", tmp_path / name, *extra])
         assert proc.returncode == 0, proc.stderr[-2000:]
         weights.append(mx.nd.load(f"{tmp_path / name}-0001.params")["arg:conv0_weight"].asnumpy())
     np.testing.assert_array_equal(weights[0], weights[1])
     assert not np.array_equal(weights[0], weights[2])
+    assert not np.array_equal(weights[0], weights[3]) and not np.array_equal(weights[2], weights[3])
 
 
 def test_args_json_reproduces_the_run_configuration(recipe_run, tmp_path):
@@ -272,7 +297,7 @@ def test_args_json_reproduces_the_run_configuration(recipe_run, tmp_path):
     saved = json.loads(open(f"{prefix}-args.json").read())
     assert saved["lr-mode"] == "cosine" and saved["label-smoothing"] == 0.1 and saved["lr-steps"] == "120,160"
     assert saved["no-wd"] is True and saved["end-epoch"] == 3 and "retrain" not in saved
-    assert saved["random-erasing"] == 0.5
+    assert saved["random-erasing"] == 0.5 and saved["random-erasing-fill"] == "random"
     again = parse_args(["--config", f"{prefix}-args.json"])
     original = resolve_args(build_parser().parse_args([str(f) for f in flags]))
     assert saved_config(again) == saved_config(original)
@@ -335,6 +360,8 @@ def test_prune_never_deletes_the_newest_or_the_kept(tmp_path):
     (["--mixup-off-epoch", "2"], "--mixup-off-epoch needs --mixup ALPHA"),
     (["--random-erasing", "1.5"], "--random-erasing must be a probability in [0, 1], got 1.5"),
     (["--random-erasing", "nan"], "--random-erasing must be a probability in [0, 1], got nan"),
+    (["--random-erasing-fill", "mean"], "--random-erasing-fill mean needs --random-erasing P"),
+    (["--random-erasing", "1", "--random-erasing-fill", "zero"], "argument --random-erasing-fill: invalid choice"),
     (["--keep-last", "-1"], "--keep-last must be >= 0"),
     (["--lr-mode", "linear"], "argument --lr-mode: invalid choice: 'linear'"),
     (["--aug-level", "5"], "argument --aug-level: invalid choice: 5"),
