@@ -39,6 +39,9 @@ def configs(epochs: int) -> dict[str, list[str]]:
         "recommended: cosine, warm-up, smoothing, no-wd, wd 5e-4": [
             *cosine, "--warmup-epochs", "1", "--warmup-lr", "0.01", "--label-smoothing", "0.1", "--no-wd",
             "--wd", "0.0005"],
+        # appended after the table's first 9 rows so that their log numbers (run0..run8) stay as committed
+        "+ random erasing 0.5": [*original, "--random-erasing", "0.5"],
+        "+ random erasing 0.5, mean fill": [*original, "--random-erasing", "0.5", "--random-erasing-fill", "mean"],
     }
 
 
