@@ -142,13 +142,16 @@ def _typed_params(graph: dict, data_names: Sequence[str]) -> None:
 
 
 def mixed_precision_symbol(sym, dtype: str, data_names: Sequence[str] = ("data", "softmax_label"),
-                           ops: Sequence[str] = LOW_PRECISION_OPS, policy: str = "fp32-bn"):
+                           ops: Sequence[str] = LOW_PRECISION_OPS, policy: str = "fp32-bn",
+                           float32_ops: Sequence[str] = ()):
     """The training graph ``sym`` with ``ops`` in ``dtype`` ('bfloat16' or 'float16') and the rest in float32.
 
     ``policy='fp32-bn'`` (the default): a cast to ``dtype`` before every input of each op in ``ops`` and a cast
     back to float32 after it. ``policy='mxnet'``: ``mx.contrib.amp.convert_symbol`` with MXNet's lists (BatchNorm
-    then reads and writes ``dtype``, with float32 parameters). Either way the variables keep their names and are
-    float32; ``dtype='float32'`` returns ``sym`` unchanged. ``data_names`` are the graph's inputs (not parameters).
+    then reads and writes ``dtype``, with float32 parameters); every node whose op type is in ``float32_ops`` (e.g.
+    ``'elemwise_add'``) is kept in float32 there, casts around it (a diagnostic: bench/bf16_gradients.py). Either
+    way the variables keep their names and are float32; ``dtype='float32'`` returns ``sym`` unchanged.
+    ``data_names`` are the graph's inputs (not parameters).
 
     Apply it last: a later rewrite that round-trips the graph through ``tojson()`` (as :mod:`resnet_toolkit.fastpath`'s
     do) drops every ``amp_cast`` node, silently giving back the float32 graph.
@@ -167,7 +170,11 @@ def mixed_precision_symbol(sym, dtype: str, data_names: Sequence[str] = ("data",
         from mxnet.contrib import amp
 
         typed = mx.sym.load_json(json.dumps(graph))
-        return amp.convert_symbol(typed, target_dtype=dtype, data_names=list(data_names))
+        kept = [node["name"] for node in graph["nodes"] if node["op"] in float32_ops]
+        return amp.convert_symbol(typed, target_dtype=dtype, data_names=list(data_names),
+                                  excluded_sym_names=kept or None)
+    if float32_ops:
+        raise ValueError("float32_ops applies to policy 'mxnet' only ('fp32-bn' keeps everything but ops float32)")
     nodes, new_nodes = graph["nodes"], []
     remap: dict[tuple[int, int], list] = {}
 

@@ -64,6 +64,23 @@ def test_mxnet_policy_runs_batchnorm_in_bfloat16():
     assert set(param_dtypes(mixed_precision_symbol(sym, "bfloat16", policy="mxnet")).values()) == {"float32"}
 
 
+
+def test_mxnet_policy_keeps_named_ops_in_float32():
+    """``float32_ops`` (the BN-in-float32 diagnostic): those op types read and write float32, the rest as before."""
+    from resnet_toolkit.fastpath import training_graph
+    from resnet_toolkit.precision import mixed_precision_symbol
+    from symbols import get_symbol
+
+    fast = training_graph(get_symbol(10, 20, "cifar10"))[0]
+    ops = _op_dtypes(mixed_precision_symbol(fast, "bfloat16", policy="mxnet",
+                                            float32_ops=("_contrib_BatchNormWithReLU", "BatchNorm")))
+    assert ops["_contrib_BatchNormWithReLU"] == {"float32"} and ops["BatchNorm"] == {"float32"}
+    assert ops["Convolution"] == {"bfloat16"}
+    ops = _op_dtypes(mixed_precision_symbol(fast, "bfloat16", policy="mxnet", float32_ops=("elemwise_add",)))
+    assert ops["elemwise_add"] == {"float32"} and "bfloat16" in ops["_contrib_BatchNormWithReLU"]
+    with pytest.raises(ValueError, match="policy 'mxnet' only"):
+        mixed_precision_symbol(fast, "bfloat16", policy="fp32-bn", float32_ops=("elemwise_add",))
+
 @pytest.fixture(scope="module")
 def digit_batches(tmp_path_factory):
     """4 fixed batches of 32 scikit-learn digits (32x32 RGB, raw 0..255) with their labels."""
@@ -408,3 +425,42 @@ def test_adjacent_low_precision_ops_share_one_cast():
     out = mixed.bind(mx.cpu(), {n: mx.nd.ones(s) for n, s in zip(mixed.list_arguments(), mixed.infer_shape(
         data=(1, 2, 5, 5))[0])}).forward()
     assert [o.dtype for o in out] == [np.float32, np.float32]
+
+
+# ------------------------------------------------------------------------------------------- gradient bias bench
+def _bench_module(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bf16_gradients_tells_a_bias_from_noise():
+    """bench/bf16_gradients.py's statistics on made-up gradients: a constant error is coherent (1.0), an
+    independent one about 1/sqrt(K), a pure shrink points against the gradient (align -1), and the groups split by
+    name."""
+    bench = _bench_module("bf16_gradients")
+    rng = np.random.default_rng(0)
+    k = 400
+    names = {"stage1_unit1_conv1_weight": (8, 3), "stage1_unit1_bn1_gamma": (8,), "fc1_bias": (10,)}
+    common = {n: rng.normal(size=s) for n, s in names.items()}
+    ref = [{n: common[n] + rng.normal(size=s) for n, s in names.items()} for _ in range(k)]
+    bias = {n: 0.3 * rng.normal(size=s) for n, s in names.items()}
+
+    constant = bench.compare(ref, [{n: g[n] + bias[n] for n in g} for g in ref])["all"]
+    assert constant["coherence"] == pytest.approx(1.0)
+    mean_ref = [np.mean([g[n] for g in ref], axis=0) for n in names]
+    assert constant["bias_vs_signal"] == pytest.approx(bench._norm(list(bias.values())) / bench._norm(mean_ref))
+
+    noisy = bench.compare(ref, [{n: g[n] + 0.3 * rng.normal(size=g[n].shape) for n in g} for g in ref])["all"]
+    assert noisy["coherence"] == pytest.approx(1 / np.sqrt(k), rel=0.3)
+    assert noisy["err"] == pytest.approx(0.3 / np.sqrt(2), rel=0.3)  # per element: error 0.3, gradient sqrt(2)
+
+    shrunk = bench.compare(ref, [{n: 0.5 * g[n] for n in g} for g in ref])
+    assert shrunk["all"]["align"] == pytest.approx(-1.0) and shrunk["all"]["err"] == pytest.approx(0.5)
+    assert set(shrunk) == {"conv weight", "BN gamma", "classifier", "all"}
+    assert bench.batch_noise(ref)["all"]["signal"] == pytest.approx(1 / np.sqrt(2), rel=0.2)
