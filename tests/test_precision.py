@@ -292,6 +292,8 @@ def test_describe_names_the_emulation():
     assert describe("float16").endswith("dynamic loss scaling")
     assert "BatchNorm, ReLU and sums (MXNet AMP's lists" in describe("bfloat16", flags={"avx512_bf16"})
     assert "(--precision-policy fp32-bn); BatchNorm" in describe("bfloat16", {"avx512_bf16"}, policy="fp32-bn")
+    assert "biases the gradient" in describe("bfloat16", {"avx512_bf16"})  # the measured long-run cost, logged
+    assert "biases" not in describe("bfloat16", {"avx512_bf16"}, policy="fp32-bn")
 
 
 # ------------------------------------------------------------------------------------------- loss scaling
