@@ -262,3 +262,29 @@ def test_threads_do_not_change_the_output(cifar_small_tree, tmp_path, capsys):
         assert code == 0
     for name in ("t_40_q90.rec", "t_40_q90.idx"):
         assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "3" / name).read_bytes()
+
+
+@pytest.mark.data
+def test_jpeg_quality_bench_measures_size_and_loss(cifar_small_tree, tmp_path):
+    """bench/jpeg_quality.py's packing and measures: a copy re-encoded at quality 30 has fewer entropy-coded bytes
+    than the tarball's images and a finite PSNR against them, lower than a quality-95 copy's; the scan size leaves
+    out the JPEG headers; PSNR follows its formula (an offset of 1 everywhere = 48.13 dB)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "jpeg_quality.py"
+    spec = importlib.util.spec_from_file_location("jpeg_quality", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    sizes, images, scans = {}, {}, {}
+    for name, quality in (("as-is", None), ("q95", 95), ("q30", 30)):
+        sizes[name] = bench.pack(str(cifar_small_tree), tmp_path / name, quality)
+        images[name], scans[name] = bench.test_images(tmp_path / name, 40)
+    assert sizes["as-is"]["images"] == 200 and len(images["as-is"]) == 40
+    assert scans["q30"] < scans["as-is"] < scans["q95"]
+    assert 20 < bench.psnr(images["q30"], images["as-is"]) < bench.psnr(images["q95"], images["as-is"]) < 60
+
+    # the tables and headers (~620 bytes an image here) are not counted; the scan is what quality changes
+    assert 100 < scans["as-is"] < sizes["as-is"]["bytes_per_image"] - 500
+    reference = [np.zeros((4, 4, 3)), np.full((2, 2, 3), 10.0)]
+    assert bench.psnr([a + 1 for a in reference], reference) == pytest.approx(48.1308, abs=1e-3)

@@ -1,0 +1,126 @@
+#!/usr/bin/env python
+"""How much CIFAR-10 accuracy depends on JPEG loss: the same ResNet-20-v2 training budget on the tarball's images
+as packed (quality ~75) and on copies re-encoded at lower qualities, training and test sets alike.
+
+    python bench/jpeg_quality.py --source ../shared/data/cifar10-jpg.tar.gz --work /tmp/jpeg-quality \\
+        --qualities 50 30 --epochs 15 --json bench/results/jpeg-quality/results.json \\
+        --log-dir bench/results/jpeg-quality
+
+The tarball cannot be un-compressed, so the cost of its own JPEG loss (against the official arrays) cannot be
+measured here; what can be measured is the slope: how many points each further step of loss costs. Each quality is
+packed with ``tools/im2rec_wrapper.py``'s code (``--reencode --quality Q``; "as-is" = the tarball's bytes passed
+through), then trained with ``train_resnet.py`` (the recommended recipe: cosine, 1 warm-up epoch, label smoothing
+0.1, no decay on BN/bias, wd 5e-4, batch 128, lr 0.1; all 50,000 training images an epoch unless
+``--num-examples``) and validated on all 10,000 test images of the same quality after every epoch. Reports each
+copy's entropy-coded bytes an image and its PSNR against the tarball's decoded pixels (first 2,000 test images),
+and the last and best epoch's top-1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RECIPE = ["--lr-mode", "cosine", "--warmup-epochs", "1", "--warmup-lr", "0.01", "--label-smoothing", "0.1",
+          "--no-wd", "--wd", "0.0005"]
+
+
+def pack(source: str, out: Path, quality: int | None) -> dict:
+    """Pack ``source`` into ``out`` (skipped when already there); ``quality`` None = pass-through. Returns the
+    training record's size: images and bytes an image (record headers included)."""
+    from resnet_toolkit.im2rec import pack_cifar10
+
+    rec = out / "cifar10_train.rec"
+    if not (rec.is_file() and (out / "cifar10_val.rec").is_file()):
+        pack_cifar10(source, out, pass_through=quality is None, quality=quality or 95, num_thread=2, progress=False)
+    images = sum(1 for line in (out / "cifar10_train.idx").read_text().splitlines() if line.strip())
+    return {"images": images, "bytes_per_image": round(rec.stat().st_size / images, 1)}
+
+
+def test_images(data: Path, count: int) -> tuple[list[np.ndarray], float]:
+    """The first ``count`` test images of ``data`` decoded (float, HWC) and their mean entropy-coded size: the
+    bytes from the JPEG's start-of-scan marker on (the headers and tables, ~620 bytes, are the same at every
+    quality)."""
+    import cv2
+    import mxnet as mx
+
+    rec = mx.recordio.MXIndexedRecordIO(str(data / "cifar10_val.idx"), str(data / "cifar10_val.rec"), "r")
+    images, scan = [], []
+    for key in rec.keys[:count]:
+        _, payload = mx.recordio.unpack(rec.read_idx(key))
+        scan.append(len(payload) - payload.find(b"\xff\xda"))
+        images.append(cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR).astype(np.float64))
+    rec.close()
+    return images, float(np.mean(scan))
+
+
+def psnr(images: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    """Peak signal-to-noise ratio (dB) of ``images`` against ``reference`` over all their pixels."""
+    mse = np.mean([np.mean((a - b) ** 2) for a, b in zip(images, reference)])
+    return float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", required=True, help="the CIFAR-10 tarball (or image tree)")
+    parser.add_argument("--work", required=True, help="folder for the packed copies (one subfolder a quality)")
+    parser.add_argument("--qualities", type=int, nargs="+", default=[50, 30],
+                        help="JPEG qualities to re-encode at, besides the tarball as-is")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--num-examples", type=int, default=50000, help="training images an epoch")
+    parser.add_argument("--depth", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="write the results here (updated after every run)")
+    parser.add_argument("--log-dir", help="keep each run's training log here")
+    args = parser.parse_args()
+    if any(not 1 <= q <= 100 for q in args.qualities):
+        parser.error("--qualities must be between 1 and 100")
+
+    work = Path(args.work)
+    log_dir = Path(args.log_dir) if args.log_dir else work
+    log_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    print("| JPEG | scan bytes an image | PSNR vs as-is, dB | top-1, last epoch | best epoch's top-1 |", flush=True)
+    reference = None
+    for quality in [None, *args.qualities]:
+        name = "as-is" if quality is None else f"q{quality}"
+        data = work / name
+        size = pack(args.source, data, quality)
+        images, scan_bytes = test_images(data, 2000)
+        reference = images if reference is None else reference
+        size["scan_bytes"] = round(scan_bytes, 1)
+        size["psnr_db"] = None if quality is None else round(psnr(images, reference), 2)
+        flags = ["--data-type", "cifar10", "--data-dir", str(data), "--depth", str(args.depth), "--batch-size", "128",
+                 "--lr", "0.1", "--end-epoch", str(args.epochs), "--num-examples", str(args.num_examples), "--seed",
+                 str(args.seed), "--frequent", "1000", "--model-prefix", str(work / f"model-{name}" / "m"),
+                 "--log-file", str(log_dir / f"{name}.log"), *RECIPE]
+        tic = time.time()
+        proc = subprocess.run([sys.executable, str(ROOT / "train_resnet.py"), *flags], capture_output=True, text=True)
+        if proc.returncode:
+            print(f"{name}: training failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+            return 1
+        stats = [json.loads(line.split("json_stats:", 1)[1]) for line in proc.stdout.splitlines()
+                 if "json_stats:" in line]
+        accs = [s["val-accuracy"] for s in stats]
+        results.append({"jpeg": name, "quality": quality, **size, "last": accs[-1], "best": max(accs),
+                        "val-accuracy": accs, "train-accuracy": [s["train-accuracy"] for s in stats],
+                        "wall_s": round(time.time() - tic, 1), "log": str(log_dir / f"{name}.log")})
+        shown = "–" if size["psnr_db"] is None else f"{size['psnr_db']:.1f}"
+        print(f"| {name} | {scan_bytes:.0f} | {shown} | {accs[-1]:.4f} | {max(accs):.4f} |", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"epochs": args.epochs, "num_examples": args.num_examples,
+                                                   "depth": args.depth, "seed": args.seed, "recipe": RECIPE,
+                                                   "runs": results}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
