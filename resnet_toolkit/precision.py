@@ -63,7 +63,7 @@ def add_precision_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
                        help="compute type: bfloat16 on CPU (oneDNN), float16 on GPUs (--api gluon, dynamic loss "
                             "scaling); softmax, the optimizer and the weights stay float32, checkpoints are float32. "
                             "bfloat16 with the default policy biases the gradient through BatchNorm: a 160-epoch "
-                            "CIFAR run trailed its float32 twin by 3-5 points (bench/RESULTS.md); train final "
+                            "CIFAR run ended 3.3 points under its float32 twin (bench/RESULTS.md); train final "
                             "models in float32")
     group.add_argument("--precision-policy", type=str, default=None, choices=list(POLICIES),
                        help="which ops run in --dtype: 'mxnet' = MXNet AMP's lists (Convolution, FC, BatchNorm, "
@@ -133,8 +133,8 @@ def describe(dtype: str, flags: Iterable[str] | None = None, policy: str | None 
     if not native_bf16(flags):
         line += " (this CPU has no AVX512-BF16/AMX: oneDNN emulates bfloat16, slower than float32)"
     if default_policy(dtype, policy) == "mxnet":
-        line += ("; note: BatchNorm in bfloat16 biases the gradient, and a 160-epoch run trailed its float32 twin "
-                 "by 3-5 points (bench/RESULTS.md): use float32 for a final model")
+        line += ("; note: BatchNorm in bfloat16 biases the gradient, and a 160-epoch run ended 3.3 points under its "
+                 "float32 twin (bench/RESULTS.md): use float32 for a final model")
     return line
 
 
