@@ -5,7 +5,8 @@ What a run does, epoch by epoch (``Epoch[k]`` is 0-based, its checkpoint file is
 
 1. a fresh training iterator seeded ``seed + k`` (same shuffle and augmentation whenever epoch k is replayed),
    from which exactly ``epoch_size`` batches are taken;
-2. per batch: ``--random-erasing``, the targets (labels, or distributions with ``--label-smoothing``/``--mixup``),
+2. per batch: ``--random-erasing``, the targets (labels, or distributions with ``--label-smoothing``/``--mixup``,
+   joined by the teachers' predictions with ``--teacher``),
    forward/backward, a finite-loss check *before* the update (a NaN or infinite loss stops the run with the epoch
    and batch, the last checkpoint untouched), the update, metrics, MXNet's ``Speedometer``;
 3. ``Epoch[k] Train-*``, ``Epoch[k] Time cost``, the checkpoint (params + optimizer state, each file renamed
@@ -33,6 +34,7 @@ import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 from resnet_toolkit import checkpoint as ckpt
 from resnet_toolkit.cluster import Cluster, make_cluster, make_contexts
 from resnet_toolkit.data import DataPlan, make_train_iter, make_val_iter, plan_data
+from resnet_toolkit.distill import Teacher, distill_targets, load_teacher
 from resnet_toolkit.distributed import rank_path
 from resnet_toolkit.engines import GluonEngine, ModuleEngine, TrainSetup
 from resnet_toolkit.errors import UserError
@@ -82,9 +84,9 @@ def network_kwargs(cfg: RunConfig) -> dict:
 
 
 def target_recipe(cfg: RunConfig) -> TargetRecipe:
-    """What each batch trains against (``--label-smoothing``, ``--mixup``, ``--mixup-off-epoch``)."""
+    """What each batch trains against (``--label-smoothing``, ``--mixup``, ``--mixup-off-epoch``, ``--teacher``)."""
     return TargetRecipe(cfg.num_classes, cfg.label_smoothing, cfg.mixup, cfg.mixup_off_epoch, cfg.end_epoch,
-                        cfg.seed)
+                        cfg.seed, distilled=bool(cfg.teacher))
 
 
 def train_setup(cfg: RunConfig, param_names) -> TrainSetup:
@@ -220,6 +222,8 @@ def fit(cfg: RunConfig) -> TrainResult:
     start = starting_point(cfg, sym)
     if start.epoch >= cfg.end_epoch:
         raise UserError(f"checkpoint epoch {start.epoch} is already at --end-epoch {cfg.end_epoch}: nothing to do")
+    teacher = (load_teacher(cfg.teacher, cfg.batch_size, cfg.layout.image_shape, cfg.num_classes)
+               if cfg.teacher else None)
 
     schedule = make_schedule(cfg, start.epoch, plan.epoch_size, start.states)
     sync_workers = cluster.num_workers if cluster.kv is not None and "_sync" in cluster.kv.type else 1
@@ -243,6 +247,9 @@ def fit(cfg: RunConfig) -> TrainResult:
             logging.info("%s", describe(cfg.dtype, policy=cfg.precision_policy))
         for note in start.notes:
             logging.info("%s", note)
+        if teacher is not None:
+            logging.info("--teacher: distilling from %s (their mean probabilities weigh %g in the targets, the "
+                         "labels %g)", ", ".join(teacher.names), 1 - cfg.hard_weight, cfg.hard_weight)
         if start.states:
             engine.set_states(start.states)
         if cfg.retrain:
@@ -251,7 +258,7 @@ def fit(cfg: RunConfig) -> TrainResult:
                          ckpt.params_path(prefix, start.epoch), "with" if start.states else "without", start.epoch,
                          float(f"{schedule(start.epoch * plan.epoch_size + 1):.12g}"))
         result = TrainResult(prefix, start.epoch, cfg.end_epoch, plan.epoch_size)
-        _epochs(cfg, engine, sym, plan, cluster, schedule, result, log)
+        _epochs(cfg, engine, sym, plan, cluster, schedule, result, log, teacher)
     finally:
         log.close()
     return result
@@ -284,7 +291,7 @@ def _write_config(cfg: RunConfig) -> None:
 
 
 def _epochs(cfg: RunConfig, engine, sym, plan: DataPlan, cluster: Cluster, schedule: Schedule,
-            result: TrainResult, log: TrainingLog) -> None:
+            result: TrainResult, log: TrainingLog, teacher: Teacher | None) -> None:
     import mxnet as mx
 
     metric, val_metric = _metrics(cfg), _metrics(cfg)
@@ -314,6 +321,8 @@ def _epochs(cfg: RunConfig, engine, sym, plan: DataPlan, cluster: Cluster, sched
             if targets_of.soft:
                 mixed, soft = targets_of.apply(data.asnumpy(), labels, epoch, nbatch)
                 data = data if mixed is None else mx.nd.array(mixed, ctx=data.context)
+                if teacher is not None:  # the teachers see the batch as the student does: mixed, erased
+                    soft = distill_targets(soft, teacher.probabilities(data.asnumpy()), cfg.hard_weight)
                 targets = mx.nd.array(soft, ctx=data.context)
             loss = engine.forward_backward(data, targets)
             if not math.isfinite(loss):

@@ -108,11 +108,12 @@ class TargetRecipe:
     mixup_off_epoch: int = 0
     end_epoch: int = 0
     seed: int = 0
+    distilled: bool = False  # --teacher: the targets become distributions that the teachers' predictions join
 
     @property
     def soft(self) -> bool:
         """Whether targets are (N, K) distributions (the engines bind/compute the loss for those)."""
-        return self.smoothing > 0 or self.mixup_alpha > 0
+        return self.smoothing > 0 or self.mixup_alpha > 0 or self.distilled
 
     def mixes(self, epoch: int) -> bool:
         return self.mixup_alpha > 0 and epoch < self.end_epoch - self.mixup_off_epoch

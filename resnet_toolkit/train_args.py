@@ -14,6 +14,7 @@ from pathlib import Path
 
 from resnet_toolkit.checkpoint import add_retention_args, check_retention_args
 from resnet_toolkit.data import DatasetLayout
+from resnet_toolkit.distill import add_distill_args, check_distill_args
 from resnet_toolkit.errors import UserError
 from resnet_toolkit.precision import add_precision_args, check_dtype
 from resnet_toolkit.recipe import add_recipe_args, check_recipe_args
@@ -122,6 +123,7 @@ def build_parser(prog: str = "train_resnet.py") -> argparse.ArgumentParser:
     add_fit_args(parser)
     add_precision_args(parser)
     add_recipe_args(parser)
+    add_distill_args(parser)
     add_finetune_args(parser)
     add_retention_args(parser)
     add_config_args(parser)
@@ -213,6 +215,9 @@ class RunConfig:
     random_erasing_fill: str
     no_wd: bool
     last_gamma: bool
+    # Distillation
+    teacher: list[str] | None
+    hard_weight: float
     # Fine-tuning
     finetune: str | None
     freeze_stages: int
@@ -289,6 +294,7 @@ def resolve_args(args: argparse.Namespace) -> RunConfig:
         raise UserError("--memonger plans a Symbol graph: it works with --api module only (Gluon's CachedOp "
                         "ignores mirroring)")
     check_recipe_args(args)
+    check_distill_args(args)
     check_finetune_args(args, len(spec.units))
     check_retention_args(args)
     if args.model_load_epoch is not None and str(args.model_load_epoch) != "latest":
@@ -429,6 +435,8 @@ def config_argv(config: dict, parser: argparse.ArgumentParser, where: str) -> li
             argv += [f"--{flag}"] if value else []
         elif isinstance(value, (dict, bool)):
             raise UserError(f"--config {where}: {key} must be a number, a string or a list, got {value!r}")
+        elif isinstance(value, list) and action.nargs in ("+", "*"):
+            argv += [f"--{flag}", *map(str, value)]  # one word an item (--teacher A,160 B,160)
         elif isinstance(value, list):
             argv += [f"--{flag}", ",".join(map(str, value))]
         else:
