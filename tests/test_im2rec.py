@@ -288,3 +288,21 @@ def test_jpeg_quality_bench_measures_size_and_loss(cifar_small_tree, tmp_path):
     assert 100 < scans["as-is"] < sizes["as-is"]["bytes_per_image"] - 500
     reference = [np.zeros((4, 4, 3)), np.full((2, 2, 3), 10.0)]
     assert bench.psnr([a + 1 for a in reference], reference) == pytest.approx(48.1308, abs=1e-3)
+
+
+@pytest.mark.data
+def test_jpeg_quality_bench_first_generation_on_photo_tiles(photos_dir):
+    """bench/jpeg_quality.py --photos: 360 clean 32x32 tiles of the three photographs; each JPEG step loses
+    (finite PSNR in a plausible range) and a lower quality writes fewer bytes and loses more."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "jpeg_quality.py"
+    spec = importlib.util.spec_from_file_location("jpeg_quality", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    assert len(bench.photo_tiles(photos_dir)) == 3 * 3 * 40
+    first, q50, q30 = bench.first_generation(photos_dir, [50, 30])
+    assert first["step"] == "clean -> q75" and q30["step"] == "q75 -> q30"
+    assert first["scan_bytes"] > q50["scan_bytes"] > q30["scan_bytes"] > 50
+    assert 20 < q30["psnr_db"] < q50["psnr_db"] < 40 and 20 < first["psnr_db"] < 40
