@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from resnet_toolkit.errors import UserError
+from resnet_toolkit.weights import parse_prefix_epoch
 
 
 class Teacher:
@@ -45,13 +46,8 @@ def distill_targets(targets: np.ndarray, teacher_probs: np.ndarray, hard_weight:
 
 
 def parse_teacher(text: str) -> tuple[str, str | None]:
-    """``'PREFIX[,EPOCH]'`` -> ``(PREFIX, EPOCH or None)`` (None: the newest), as ``--finetune`` takes it."""
-    prefix, _, epoch = text.rpartition(",") if "," in text else (text, "", "")
-    if not prefix:
-        raise UserError(f"--teacher wants PREFIX[,EPOCH], got {text!r}")
-    if epoch and not epoch.strip().isdigit():
-        raise UserError(f"--teacher {text}: the epoch after the comma must be a number, got {epoch!r}")
-    return prefix, (epoch.strip() or None)
+    """``--teacher PREFIX[,EPOCH]`` -> ``(PREFIX, EPOCH or None)`` (None: the newest), as ``--finetune`` takes it."""
+    return parse_prefix_epoch(text, "--teacher")
 
 
 def load_teacher(specs: Sequence[str], batch_size: int, image_shape: Sequence[int], num_classes: int) -> Teacher:

@@ -65,14 +65,20 @@ def zero_last_layers(network: str, arg_params: dict) -> list[str]:
     return names
 
 
-def parse_finetune(text: str) -> tuple[str, str | None]:
-    """``'PREFIX[,EPOCH]'`` -> ``(PREFIX, EPOCH or None)``; the epoch is a number (None: the newest)."""
+def parse_prefix_epoch(text: str, flag: str) -> tuple[str, str | None]:
+    """A checkpoint named on the command line as ``'PREFIX[,EPOCH]'`` (``--finetune``, ``--teacher``) ->
+    ``(PREFIX, EPOCH or None)``; the epoch is a number (None: the newest). Errors name ``flag``."""
     prefix, _, epoch = text.rpartition(",") if "," in text else (text, "", "")
     if not prefix:
-        raise UserError(f"--finetune wants PREFIX[,EPOCH], got {text!r}")
+        raise UserError(f"{flag} wants PREFIX[,EPOCH], got {text!r}")
     if epoch and not epoch.strip().isdigit():
-        raise UserError(f"--finetune {text}: the epoch after the comma must be a number, got {epoch!r}")
+        raise UserError(f"{flag} {text}: the epoch after the comma must be a number, got {epoch!r}")
     return prefix, (epoch.strip() or None)
+
+
+def parse_finetune(text: str) -> tuple[str, str | None]:
+    """``--finetune PREFIX[,EPOCH]`` -> ``(PREFIX, EPOCH or None)``."""
+    return parse_prefix_epoch(text, "--finetune")
 
 
 @dataclass
