@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.trainrun import train  # noqa: E402
 
 COMMON = ["--data-type", "folder", "--image-shape", "3,32,32", "--num-classes", "5", "--depth", "8",
           "--batch-size", "32", "--preprocess-threads", "1", "--frequent", "1000", "--seed", "2", "--lr", "0.1"]
@@ -31,15 +32,11 @@ CONFIGS = {
 }
 
 
-def train(folder: Path, half: str, prefix: Path, extra: list[str]) -> list[float]:
+def val_accuracies(folder: Path, half: str, prefix: Path, extra: list[str]) -> list[float]:
     """Run train_resnet.py on ``{half}_train.rec``/``{half}_val.rec``; the validation accuracy of every epoch."""
-    argv = [sys.executable, str(ROOT / "train_resnet.py"), *COMMON, "--data-dir", str(folder),
-            "--train-rec", f"{half}_train.rec", "--val-rec", f"{half}_val.rec", "--model-prefix", str(prefix), *extra]
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(f"failed: {' '.join(argv)}\n{proc.stderr[-2000:]}")
-    return [json.loads(line.split("json_stats:", 1)[1])["val-accuracy"] for line in proc.stdout.splitlines()
-            if "json_stats:" in line]
+    stats, _ = train([*COMMON, "--data-dir", str(folder), "--train-rec", f"{half}_train.rec",
+                      "--val-rec", f"{half}_val.rec", "--model-prefix", str(prefix), *extra], f"{half} {prefix.name}")
+    return [s["val-accuracy"] for s in stats]
 
 
 def main() -> int:
@@ -59,7 +56,7 @@ def main() -> int:
         subset_records(src, work / f"low_{part}.rec", {d: d for d in range(5)})
         subset_records(src, work / f"high_{part}.rec", {d: d - 5 for d in range(5, 10)})
     pretrained = work / "low"
-    pre = train(work, "low", pretrained, ["--end-epoch", "8", "--lr-mode", "cosine"])
+    pre = val_accuracies(work, "low", pretrained, ["--end-epoch", "8", "--lr-mode", "cosine"])
     print(f"pretrained on the digits 0-4: {pre[-1]:.4f} after 8 epochs")
     results = {"pretrained-val-accuracy": pre[-1], "cells": []}
     print(f"\n| api | start | {' | '.join(f'{e} epoch(s)' for e in args.epochs)} |")
@@ -69,8 +66,8 @@ def main() -> int:
             flags = [f.format(pretrained=pretrained) for f in extra]
             row = {}
             for e in args.epochs:  # a cosine schedule over each budget: every cell ends at a rate near 0
-                accs = train(work, "high", work / f"{api}-{len(results['cells'])}-{e}",
-                             ["--api", api, "--end-epoch", str(e), "--lr-mode", "cosine", *flags])
+                accs = val_accuracies(work, "high", work / f"{api}-{len(results['cells'])}-{e}",
+                                    ["--api", api, "--end-epoch", str(e), "--lr-mode", "cosine", *flags])
                 row[e] = accs[-1]
             results["cells"].append({"api": api, "start": name, "val-accuracy": row})
             print(f"| {api} | {name} | {' | '.join(f'{row[e]:.4f}' for e in args.epochs)} |", flush=True)

@@ -25,15 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.trainrun import cifar_flags, train  # noqa: E402
 
 RECIPE = ["--lr-mode", "cosine", "--warmup-epochs", "1", "--warmup-lr", "0.01", "--label-smoothing", "0.1",
           "--no-wd", "--wd", "0.0005"]
@@ -156,21 +156,13 @@ def main() -> int:
         reference = images if reference is None else reference
         size["scan_bytes"] = round(scan_bytes, 1)
         size["psnr_db"] = None if quality is None else round(psnr(images, reference), 2)
-        flags = ["--data-type", "cifar10", "--data-dir", str(data), "--depth", str(args.depth), "--batch-size", "128",
-                 "--lr", "0.1", "--end-epoch", str(args.epochs), "--num-examples", str(args.num_examples), "--seed",
-                 str(args.seed), "--frequent", "1000", "--model-prefix", str(work / f"model-{name}" / "m"),
-                 "--log-file", str(log_dir / f"{name}.log"), *RECIPE]
-        tic = time.time()
-        proc = subprocess.run([sys.executable, str(ROOT / "train_resnet.py"), *flags], capture_output=True, text=True)
-        if proc.returncode:
-            print(f"{name}: training failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-            return 1
-        stats = [json.loads(line.split("json_stats:", 1)[1]) for line in proc.stdout.splitlines()
-                 if "json_stats:" in line]
+        stats, wall_s = train([*cifar_flags(data, epochs=args.epochs, num_examples=args.num_examples, seed=args.seed,
+                                            depth=args.depth, prefix=work / f"model-{name}" / "m",
+                                            log_file=log_dir / f"{name}.log"), *RECIPE], name)
         accs = [s["val-accuracy"] for s in stats]
         results.append({"jpeg": name, "quality": quality, **size, "last": accs[-1], "best": max(accs),
                         "val-accuracy": accs, "train-accuracy": [s["train-accuracy"] for s in stats],
-                        "wall_s": round(time.time() - tic, 1), "log": str(log_dir / f"{name}.log")})
+                        "wall_s": wall_s, "log": str(log_dir / f"{name}.log")})
         shown = "–" if size["psnr_db"] is None else f"{size['psnr_db']:.1f}"
         print(f"| {name} | {scan_bytes:.0f} | {shown} | {accs[-1]:.4f} | {max(accs):.4f} |", flush=True)
         if args.json:

@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.trainrun import cifar_flags, train  # noqa: E402
 
 
 def main() -> int:
@@ -43,23 +44,15 @@ def main() -> int:
         row = {"seed": seed}
         for spec in args.dtypes:
             dtype, _, policy = spec.partition(":")
-            flags = ["--data-type", "cifar10", "--data-dir", args.data_dir, "--depth", "20", "--batch-size", "128",
-                     "--lr", "0.1", "--lr-mode", "cosine", "--end-epoch", str(args.epochs), "--num-examples",
-                     str(args.num_examples), "--seed", str(seed), "--frequent", "1000", "--dtype", dtype,
-                     "--model-prefix", str(work / f"{dtype}-{policy}-{seed}" / "m")]
+            flags = [*cifar_flags(args.data_dir, epochs=args.epochs, num_examples=args.num_examples, seed=seed,
+                                  prefix=work / f"{dtype}-{policy}-{seed}" / "m"),
+                     "--lr-mode", "cosine", "--dtype", dtype]
             if policy:
                 flags += ["--precision-policy", policy]
-            tic = time.time()
-            proc = subprocess.run([sys.executable, str(ROOT / "train_resnet.py"), *flags], capture_output=True,
-                                  text=True)
-            if proc.returncode:
-                print(proc.stderr[-2000:], file=sys.stderr)
-                return 1
-            stats = [json.loads(line.split("json_stats:", 1)[1]) for line in proc.stdout.splitlines()
-                     if "json_stats:" in line]
+            stats, wall_s = train(flags, f"seed {seed}, {spec}")
             row[spec] = stats[-1]["val-accuracy"]
             row[f"{spec}-train-img/s"] = round(statistics.median(s["speed"] for s in stats), 1)
-            row[f"{spec}-wall_s"] = round(time.time() - tic, 1)
+            row[f"{spec}-wall_s"] = wall_s
         runs.append(row)
         print(json.dumps(row), flush=True)
     first = args.dtypes[0]

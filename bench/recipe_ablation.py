@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.trainrun import cifar_flags, train  # noqa: E402
 
 
 def configs(epochs: int) -> dict[str, list[str]]:
@@ -56,6 +57,8 @@ def main() -> int:
     parser.add_argument("--json", help="write the results here (updated after every run)")
     parser.add_argument("--log-dir", help="keep each run's training log here")
     args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2 (the original's two rate drops need two epochs)")
 
     work = Path(tempfile.mkdtemp(prefix="recipe-ablation-"))
     log_dir = Path(args.log_dir) if args.log_dir else work
@@ -64,20 +67,12 @@ def main() -> int:
     for i, (name, extra) in enumerate(configs(args.epochs).items()):
         if args.only and not any(name.startswith(o) for o in args.only):
             continue
-        flags = ["--data-type", "cifar10", "--data-dir", args.data_dir, "--depth", str(args.depth),
-                 "--batch-size", "128", "--lr", "0.1", "--end-epoch", str(args.epochs), "--num-examples",
-                 str(args.num_examples), "--seed", str(args.seed), "--frequent", "1000",
-                 "--model-prefix", str(work / f"run{i}" / "m"), "--log-file", str(log_dir / f"run{i}.log"), *extra]
-        tic = time.time()
-        proc = subprocess.run([sys.executable, str(ROOT / "train_resnet.py"), *flags], capture_output=True, text=True)
-        if proc.returncode:
-            print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-            return 1
-        stats = [json.loads(line.split("json_stats:", 1)[1]) for line in proc.stdout.splitlines()
-                 if "json_stats:" in line]
+        stats, wall_s = train([*cifar_flags(args.data_dir, epochs=args.epochs, num_examples=args.num_examples,
+                                            seed=args.seed, depth=args.depth, prefix=work / f"run{i}" / "m",
+                                            log_file=log_dir / f"run{i}.log"), *extra], name)
         accs = [s["val-accuracy"] for s in stats]
         results.append({"config": name, "flags": extra, "last": accs[-1], "best": max(accs), "val-accuracy": accs,
-                        "wall_s": round(time.time() - tic, 1), "log": str(log_dir / f"run{i}.log")})
+                        "wall_s": wall_s, "log": str(log_dir / f"run{i}.log")})
         print(f"| {name} | `{' '.join(extra)}` | {accs[-1]:.4f} | {max(accs):.4f} |", flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps({"epochs": args.epochs, "num_examples": args.num_examples,
