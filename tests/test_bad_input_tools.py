@@ -155,19 +155,30 @@ def test_predict_undecodable_image_is_skipped_and_the_others_run(work, tmp_path)
     assert snapshot(root, tmp_path) == before
 
 
-def test_predict_missing_checkpoint_epoch(work):
+# The three tools that read a checkpoint: script, what each needs besides --prefix/--epoch, and a --prefix that
+# does not exist (a missing file in an existing folder, a missing folder, a missing file beside the folder).
+CHECKPOINT_READERS = {"predict.py": (PREDICT, lambda root: ["--img", root / "images"], "model/resnet-oops"),
+                      "score.py": (SCORE, lambda root: ["--rec", root / "data" / "val.rec"], "nowhere/resnet"),
+                      "export_onnx.py": (EXPORT, lambda root: ["--out", root / "out" / "model.onnx"], "resnet-none")}
+
+
+@pytest.mark.parametrize("tool", CHECKPOINT_READERS)
+def test_missing_checkpoint_epoch(work, tool):
     root, prefix = work
+    script, inputs, _ = CHECKPOINT_READERS[tool]
     before = snapshot(root)
-    fails_with(run(PREDICT, "--img", root / "images", "--prefix", prefix, "--epoch", 7), PREDICT,
+    fails_with(run(script, *inputs(root), "--prefix", prefix, "--epoch", 7), script,
                f"{prefix}-0007.params: no checkpoint for epoch 7 (saved epochs: 1)")
     assert snapshot(root) == before
 
 
-def test_predict_missing_prefix(work):
+@pytest.mark.parametrize("tool", CHECKPOINT_READERS)
+def test_missing_prefix(work, tool):
     root, _ = work
+    script, inputs, missing = CHECKPOINT_READERS[tool]
     before = snapshot(root)
-    fails_with(run(PREDICT, "--img", root / "images", "--prefix", root / "model" / "resnet-oops", "--epoch", 1),
-               PREDICT, f"{root / 'model' / 'resnet-oops'}-symbol.json: no such checkpoint symbol file")
+    fails_with(run(script, *inputs(root), "--prefix", root / missing, "--epoch", 1), script,
+               f"{root / missing}-symbol.json: no such checkpoint symbol file")
     assert snapshot(root) == before
 
 
@@ -189,22 +200,6 @@ def test_predict_synset_size_not_matching_the_checkpoint(work, tmp_path):
     assert snapshot(root, tmp_path) == before
 
 
-def test_score_missing_checkpoint_epoch(work):
-    root, prefix = work
-    before = snapshot(root)
-    fails_with(run(SCORE, "--prefix", prefix, "--epoch", 3, "--rec", root / "data" / "val.rec"), SCORE,
-               f"{prefix}-0003.params: no checkpoint for epoch 3 (saved epochs: 1)")
-    assert snapshot(root) == before
-
-
-def test_score_missing_prefix(work):
-    root, _ = work
-    before = snapshot(root)
-    fails_with(run(SCORE, "--prefix", root / "nowhere" / "resnet", "--epoch", 1, "--rec", root / "data" / "val.rec"),
-               SCORE, f"{root / 'nowhere' / 'resnet'}-symbol.json: no such checkpoint symbol file")
-    assert snapshot(root) == before
-
-
 def test_score_missing_rec(work):
     root, prefix = work
     before = snapshot(root)
@@ -220,22 +215,6 @@ def test_score_missing_idx(work, tmp_path):
     fails_with(run(SCORE, "--prefix", prefix, "--epoch", 1, "--rec", tmp_path / "val.rec"), SCORE,
                f"{tmp_path / 'val.idx'}: no such file")
     assert snapshot(root, tmp_path) == before
-
-
-def test_export_missing_checkpoint_epoch(work):
-    root, prefix = work
-    before = snapshot(root)
-    fails_with(run(EXPORT, "--prefix", prefix, "--epoch", 2, "--out", root / "out" / "model.onnx"), EXPORT,
-               f"{prefix}-0002.params: no checkpoint for epoch 2 (saved epochs: 1)")
-    assert snapshot(root) == before
-
-
-def test_export_missing_prefix(work):
-    root, _ = work
-    before = snapshot(root)
-    fails_with(run(EXPORT, "--prefix", root / "resnet-none", "--epoch", 1, "--out", root / "out" / "model.onnx"),
-               EXPORT, f"{root / 'resnet-none'}-symbol.json: no such checkpoint symbol file")
-    assert snapshot(root) == before
 
 
 @pytest.mark.parametrize("case", ["parent is a file", "no such folder", "target is a folder"])
