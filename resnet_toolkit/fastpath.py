@@ -22,6 +22,8 @@ import json
 import mxnet as mx
 import numpy as np
 
+from resnet_toolkit.errors import clear_failed_ops
+
 
 def _bn_scale_shift(gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float,
                     fix_gamma: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -123,15 +125,17 @@ def fold_conv_bn(sym: mx.sym.Symbol, arg_params: dict, aux_params: dict
     return _rebuild(graph, folds, edit), arg_params, aux_params, folded
 
 
-def training_graph(sym: mx.sym.Symbol, bn_relu: bool = True, mean_pool: bool = True
-                   ) -> tuple[mx.sym.Symbol, dict[str, int]]:
+def training_graph(sym: mx.sym.Symbol, bn_relu: bool = True, mean_pool: bool = True,
+                   beside_grouped: bool | None = None) -> tuple[mx.sym.Symbol, dict[str, int]]:
     """The same network with two graph rewrites measured faster for CPU training (identical parameters).
 
     - global average ``Pooling`` -> ``mean`` over (H, W) with keepdims: MXNet 1.9's pooling backward in a
       bound graph costs ~10% of a CIFAR ResNet-20 step (and slows the BN backward after it); ``mean`` is cheap;
     - ``BatchNorm`` -> ``Activation(relu)`` (the BN read by that ReLU only) -> ``_contrib_BatchNormWithReLU``,
       one MKLDNN primitive forward and backward, bit-identical to the pair (tested). Pairs that feed a
-      non-global Pooling or sit beside a grouped convolution stay unfused (MXNet 1.9.1 fails in their backward).
+      non-global Pooling stay unfused (MXNet 1.9.1 failed in their backward); pairs beside a grouped convolution
+      are fused only where oneDNN runs that backward (``beside_grouped``; default: asked of oneDNN once,
+      :mod:`resnet_toolkit.capability`; it fails on AVX-512 and works on AVX2).
 
     Returns ``(symbol, counts)`` with how many of each rewrite were made (``bn_relu``, ``mean_pool``; and
     ``bn_relu_beside_grouped_conv``, the pairs left unfused next to grouped convolutions, when there are any).
@@ -146,10 +150,16 @@ def training_graph(sym: mx.sym.Symbol, bn_relu: bool = True, mean_pool: bool = T
     # reads a fused BN+ReLU: leave the pairs that feed a remaining Pooling (ImageNet's pool0) unfused.
     feeds_pooling = {src for nid, node in enumerate(nodes) if node["op"] == "Pooling" and nid not in means
                      for src, *_ in node["inputs"]}
-    # Nor can it build the backward of a fused BN+ReLU that reads or feeds a grouped convolution with few channels
-    # per group (ResNeXt 32x4d's 4 and 8; the same error): leave the pairs beside grouped convolutions unfused.
+    # On some ISAs (AVX-512) it cannot build the backward of a fused BN+ReLU that reads or feeds a grouped
+    # convolution with few channels per group (ResNeXt 32x4d's 4 and 8; the same error): leave those unfused there.
     grouped = {nid for nid, node in enumerate(nodes)
                if node["op"] == "Convolution" and int(node.get("attrs", {}).get("num_group", "1")) > 1}
+    if grouped and beside_grouped is None:
+        from resnet_toolkit.capability import probe
+
+        beside_grouped = probe().supports("fused_bn_relu_beside_grouped_conv")
+    if beside_grouped:
+        grouped = set()
     feeds_grouped = {src for nid in grouped for src, *_ in nodes[nid]["inputs"]}
     relus = {}  # relu node id -> bn node id
     beside_grouped = 0
@@ -200,6 +210,7 @@ class InferenceModel:
 
     def __init__(self, sym: mx.sym.Symbol, arg_params: dict, aux_params: dict, data_shape: tuple,
                  fold_bn: bool = True, fuse: bool = True, bn_relu: bool = True, ctx: mx.Context | None = None):
+        clear_failed_ops()  # an earlier failed operation in this process must not surface in this model
         self.ctx = ctx or mx.cpu()
         sym = strip_softmax(sym)
         if fold_bn:

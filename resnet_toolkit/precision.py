@@ -92,7 +92,8 @@ def check_dtype(dtype: str, num_gpus: int, api: str = "module", kv_store: str = 
     ``--kv-store``; ``mkldnn``: whether MXNet was built with oneDNN (default: ask the library). float16 needs GPUs,
     the Gluon engine (its loss scaling scales the loss's gradient in ``backward``; the Module path's
     ``SoftmaxOutput`` has a fixed gradient scale) and one machine (workers of a dist kvstore would have to agree
-    on every skipped update); bfloat16 needs CPUs and oneDNN.
+    on every skipped update); bfloat16 needs CPUs and oneDNN with bfloat16 kernels for this CPU's ISA (asked of
+    oneDNN itself: :func:`resnet_toolkit.capability.probe`; AVX-512 or newer).
     """
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -116,10 +117,20 @@ def check_dtype(dtype: str, num_gpus: int, api: str = "module", kv_store: str = 
             mkldnn = mx.runtime.Features().is_enabled("MKLDNN")
         if not mkldnn:
             raise UserError("--dtype bfloat16 needs MXNet built with oneDNN (MKLDNN); this build has none")
+        from resnet_toolkit.capability import probe
+
+        probe().require("bfloat16", "--dtype bfloat16")
+
+
+def _probe_native_bf16() -> bool:
+    from resnet_toolkit.capability import probe
+
+    return probe().native_bf16
 
 
 def describe(dtype: str, flags: Iterable[str] | None = None, policy: str | None = None) -> str:
-    """One log line saying what runs in which precision (and, for bfloat16, whether the CPU has it natively)."""
+    """One log line saying what runs in which precision (and, for bfloat16, whether the CPU has it natively:
+    from ``flags`` when given, else from the ISA oneDNN reports)."""
     if dtype == "float32":
         return "precision: float32"
     if default_policy(dtype, policy) == "mxnet":
@@ -130,7 +141,7 @@ def describe(dtype: str, flags: Iterable[str] | None = None, policy: str | None 
                 f"softmax, optimizer and weights in float32")
     if dtype == "float16":
         return line + "; dynamic loss scaling"
-    if not native_bf16(flags):
+    if not (native_bf16(flags) if flags is not None else _probe_native_bf16()):
         line += " (this CPU has no AVX512-BF16/AMX: oneDNN emulates bfloat16, slower than float32)"
     if default_policy(dtype, policy) == "mxnet":
         line += ("; note: BatchNorm in bfloat16 biases the gradient, and a 160-epoch run ended 3.3 points under its "

@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from resnet_toolkit.checkpoint import latest_epoch, list_epochs, load_params, params_path, symbol_path
-from resnet_toolkit.errors import UserError
+from resnet_toolkit.errors import UserError, clear_failed_ops
 from resnet_toolkit.im2rec import IMAGE_EXTENSIONS
 from resnet_toolkit.synset import read_synset
 
@@ -60,6 +60,7 @@ def load_checkpoint(prefix: str | os.PathLike, epoch: int):
     symbol_file, _ = check_checkpoint(prefix, epoch)  # before importing MXNet: a fast, clear error
     import mxnet as mx
 
+    clear_failed_ops()  # an earlier failed operation in this process must not surface in this model
     try:
         symbol = mx.sym.load(str(symbol_file))
     except mx.base.MXNetError:
@@ -207,6 +208,7 @@ def load_int8_model(prefix: str | os.PathLike, epoch: int, batch_size: int = 32,
     on the CPU for batches of up to ``batch_size`` images (``image_shape`` defaults from the stem)."""
     import mxnet as mx
 
+    from resnet_toolkit.capability import probe
     from resnet_toolkit.quantize import Int8Executor, is_quantized
 
     if batch_size <= 0:
@@ -215,6 +217,7 @@ def load_int8_model(prefix: str | os.PathLike, epoch: int, batch_size: int = 32,
     if not is_quantized(symbol):
         raise UserError(f"{symbol_path(prefix)}: not an INT8 graph (make one with tools/quantize.py)")
     shape = tuple(image_shape) if image_shape else default_image_shape(symbol)
+    probe().require("int8", "INT8 inference (--int8)")
     try:
         executor = Int8Executor(symbol, arg_params, aux_params, (batch_size,) + shape)
         num_classes = int(executor.executor.outputs[0].shape[1])

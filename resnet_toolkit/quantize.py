@@ -140,11 +140,13 @@ def quantize_checkpoint(prefix: str | os.PathLike, epoch: int, calib_rec: str | 
     import mxnet as mx
     from mxnet.contrib.quantization import quantize_model_mkldnn
 
+    from resnet_toolkit.capability import probe
     from resnet_toolkit.data import get_layout, make_val_iter
     from resnet_toolkit.predictor import default_image_shape, inference_symbol, load_checkpoint
 
     if not mx.runtime.Features().is_enabled("MKLDNN"):
         raise UserError("INT8 quantization needs MXNet built with oneDNN (MKLDNN); this build has none")
+    probe().require("int8", "INT8 quantization")
     start = time.perf_counter()
     symbol, arg_params, aux_params = load_checkpoint(prefix, epoch)
     if is_quantized(symbol):
@@ -190,6 +192,9 @@ class Int8Executor:
     def __init__(self, qsym, arg_params: dict, aux_params: dict, data_shape: tuple, ctx=None):
         import mxnet as mx
 
+        from resnet_toolkit.errors import clear_failed_ops
+
+        clear_failed_ops()  # an earlier failed operation in this process must not surface in this model
         self.ctx = ctx or mx.cpu()
         self.data_shape = tuple(data_shape)
         self.symbol = qsym

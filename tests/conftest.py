@@ -36,6 +36,17 @@ def need(path: Path) -> Path:
     return path
 
 
+def need_feature(name: str):
+    """Skip the calling test, with oneDNN's reason, when ``name`` (a :data:`resnet_toolkit.capability.FEATURES`
+    entry) does not run on this CPU (e.g. 'bfloat16' on an AVX2-only one); returns the capabilities otherwise."""
+    from resnet_toolkit.capability import probe
+
+    caps = probe()
+    if not caps.supports(name):
+        pytest.skip(f"{name} does not run here: oneDNN runs {caps.isa_words()} ({caps.errors.get(name, '')})")
+    return caps
+
+
 @pytest.fixture
 def cifar_tar() -> Path:
     return need(CIFAR_TAR)

@@ -383,13 +383,20 @@ def close(a, b, rtol: float = 1e-4) -> bool:
 
 # bn_relu: every BN read only by a ReLU. v1 units: bn1 (basic), bn1 and bn2 (bottleneck); the last BN feeds the
 # sum and stays. Stems: CIFAR bn0; ImageNet none (relu0 feeds pool0, left unfused); deep bn0_1 and bn0_2.
-# ResNeXt: bn1 feeds and bn2 reads the grouped 3x3; MXNet 1.9.1 cannot run those fused (see the next test).
+# ResNeXt: bn1 feeds and bn2 reads the grouped 3x3; fused only where oneDNN runs that backward (AVX2: yes;
+# AVX-512: no), as the capability probe finds ("beside" below: the counts either way).
 @pytest.mark.parametrize("name,size,counts", [
     ("cifar_resnet20_v1", 32, {"bn_relu": 1 + 9, "mean_pool": 1}),
-    ("resnext50_32x4d", 64, {"bn_relu": 0, "mean_pool": 1, "bn_relu_beside_grouped_conv": 2 * 16}),
+    ("resnext50_32x4d", 64, "beside"),
     ("resnet50_vd", 80, {"bn_relu": 2 + 2 * 16, "mean_pool": 1}),
 ])
 def test_training_graph_same_step(name, size, counts):
+    if counts == "beside":
+        from resnet_toolkit.capability import probe
+
+        fused = probe().supports("fused_bn_relu_beside_grouped_conv")
+        counts = ({"bn_relu": 2 * 16, "mean_pool": 1} if fused else
+                  {"bn_relu": 0, "mean_pool": 1, "bn_relu_beside_grouped_conv": 2 * 16})
     classes = 10
     data = np.random.RandomState(4).uniform(0, 255, input_shape(name, batch=4, size=size)).astype(np.float32)
     label = np.arange(4) % classes
@@ -406,26 +413,20 @@ def test_training_graph_same_step(name, size, counts):
             assert close(got[part][key], ref[part][key]), key
 
 
-_FUSED_BESIDE_GROUPED = r"""
-import resnet_toolkit, mxnet as mx, numpy as np
-x = mx.sym.Convolution(mx.sym.var("data"), num_filter=128, kernel=(1, 1), no_bias=True, name="c1")
-y = mx.sym.contrib.BatchNormWithReLU(x, fix_gamma=False, name="bn")
-z = mx.sym.Convolution(y, num_filter=128, kernel=(3, 3), pad=(1, 1), num_group=32, no_bias=True, name="c2")
-exe = mx.sym.MakeLoss(mx.sym.sum(z)).simple_bind(mx.cpu(), data=(2, 64, 8, 8), grad_req="write")
-exe.forward(is_train=True)
-exe.backward()
-mx.nd.waitall()
-"""
+def test_fused_bn_relu_beside_grouped_conv_follows_the_probe():
+    """training_graph asks oneDNN (once, in a child process) whether the fused BN+ReLU backward beside a grouped
+    convolution runs, and fuses those pairs exactly then; an explicit ``beside_grouped`` overrides the probe."""
+    from resnet_toolkit.capability import probe
 
-
-def test_fused_bn_relu_beside_a_grouped_conv_still_fails_in_mxnet():
-    """Why training_graph leaves those pairs alone: the backward fails (ResNeXt 32x4d's 4 channels per group).
-    When an MXNet upgrade makes this pass, the exclusion in fastpath.training_graph can go."""
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-c", _FUSED_BESIDE_GROUPED], capture_output=True, text=True, timeout=120)
-    assert out.returncode != 0 and "could not create a primitive descriptor" in out.stderr
+    sym = get_model("cifar_resnext29_32x4d", 10, api="symbol")
+    _, default = fastpath.training_graph(sym)
+    _, kept = fastpath.training_graph(sym, beside_grouped=False)
+    _, fused = fastpath.training_graph(sym, beside_grouped=True)
+    assert default == (fused if probe().supports("fused_bn_relu_beside_grouped_conv") else kept)
+    assert kept["bn_relu_beside_grouped_conv"] > 0 and "bn_relu_beside_grouped_conv" not in fused
+    assert fused["bn_relu"] == kept["bn_relu"] + kept["bn_relu_beside_grouped_conv"]
+    plain = get_model("cifar_resnet20_v2", 10, api="symbol")  # no grouped convolution: the flag changes nothing
+    assert fastpath.training_graph(plain, beside_grouped=True)[1] == fastpath.training_graph(plain)[1]
 
 
 @pytest.mark.parametrize("name,size", [("cifar_resnet20_v1", 32), ("resnext50_32x4d", 64), ("resnet50_vd", 80)])

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import need_feature
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 from resnet_toolkit.errors import UserError
@@ -128,6 +129,7 @@ def test_bfloat16_training_moves_the_loss_like_float32(digit_batches, policy):
     """16 Module updates of ResNet-8 on real digits from the same weights, under each policy: the same first
     loss within 0.01 nats, every loss within 0.2 nats of float32's, both fall by more than a fifth, and the
     parameters come back float32 (a checkpoint of a bfloat16 run is a float32 checkpoint)."""
+    need_feature("bfloat16")
     from resnet_toolkit.fastpath import training_graph
     from resnet_toolkit.fit import init_params
     from resnet_toolkit.precision import float32_params, mixed_precision_symbol
@@ -150,6 +152,7 @@ def test_bfloat16_training_moves_the_loss_like_float32(digit_batches, policy):
 def test_bfloat16_gluon_block_equals_module(digit_batches):
     """The Gluon engine's bfloat16 block (shared float32 Parameters, float32 logits) gives the Module path's first
     loss, and a Trainer step through it changes the net's own float32 weights."""
+    need_feature("bfloat16")
     import mxnet as mx
     from mxnet import autograd, gluon
 
@@ -216,10 +219,37 @@ def test_check_dtype_accepts_what_runs():
     from resnet_toolkit.precision import check_dtype
 
     check_dtype("float32", 0)
-    check_dtype("bfloat16", 0, "gluon", "local")  # this CPU build has oneDNN
     check_dtype("float16", 2, "gluon", "device", mkldnn=False)
     with pytest.raises(UserError, match="needs MXNet built with oneDNN"):
         check_dtype("bfloat16", 0, mkldnn=False)
+    need_feature("bfloat16")
+    check_dtype("bfloat16", 0, "gluon", "local")  # this CPU's oneDNN has bfloat16 kernels
+
+
+def test_bfloat16_refused_in_one_line_where_onednn_has_no_kernels(tmp_path):
+    """On an AVX2 CPU oneDNN 2.4 has no bfloat16 convolution (run here with DNNL_MAX_CPU_ISA=AVX2, which makes an
+    AVX-512 machine run an AVX2 one's kernels, and is a no-op on an AVX2 machine): train_resnet.py --dtype bfloat16
+    says so in one line naming the ISA, exits 2 and writes nothing."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    from resnet_toolkit.capability import CACHE_ENV
+
+    env = {k: v for k, v in os.environ.items() if k != CACHE_ENV}
+    env["DNNL_MAX_CPU_ISA"] = "AVX2"
+    out = subprocess.run([sys.executable, str(ROOT / "train_resnet.py"), "--data-type", "digits", "--data-dir",
+                          str(tmp_path / "data"), "--dtype", "bfloat16", "--model-prefix", str(tmp_path / "m" / "r"),
+                          "--log-file", str(tmp_path / "m" / "train.log")],
+                         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == (
+        "train_resnet.py: error: --dtype bfloat16 is not available on this CPU: oneDNN runs Intel AVX2 (capped by "
+        "DNNL_MAX_CPU_ISA=AVX2), and --dtype bfloat16 needs oneDNN's bfloat16 kernels, which need AVX-512 (fast "
+        "only with AVX512-BF16 or AMX) (python -m resnet_toolkit.sysinfo shows what this machine can do)")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_float16_on_this_cpu_is_what_the_refusal_says():
@@ -250,6 +280,7 @@ def test_default_policy_is_mxnet_lists_for_bfloat16_only():
 def test_precision_policy_flag_reaches_the_bound_graph(flags, bn_dtype, api):
     """train_resnet.py's flags -> train_setup -> the graph each engine binds: the fused BN+ReLU of the training
     graph reads and writes ``bn_dtype``; the convolutions are bfloat16 and the weights float32 either way."""
+    need_feature("bfloat16")
     import mxnet as mx
 
     from resnet_toolkit.cluster import Cluster

@@ -150,3 +150,33 @@ def test_undecodable_image_is_reported_and_the_others_run(tmp_path):
     alone = list(predict_images(load_model(prefix, 1, batch_size=1), [good[1]], names, k=3))[0]
     assert alone.classes == preds[2].classes
     np.testing.assert_allclose(alone.probabilities, preds[2].probabilities, rtol=1e-5)
+
+
+_FAILED_OP_THEN_PREDICT = r"""
+import sys
+import numpy as np
+import resnet_toolkit, mxnet as mx
+from resnet_toolkit.predictor import load_model
+x = mx.nd.ones((1, 3, 8, 8), dtype="float16")
+y = mx.nd.Convolution(x, mx.nd.ones((4, 3, 3, 3), dtype="float16"), kernel=(3, 3), num_filter=4, no_bias=True)
+model = load_model(sys.argv[1], 1, batch_size=2)  # y failed in the engine (no float16 GEMM on a CPU), never read
+probs = model.predict(np.full((2, 3, 32, 32), 128, np.float32))
+print("sum", round(float(probs.sum()), 3))
+"""
+
+
+def test_a_failed_operation_never_poisons_a_later_prediction(tmp_path):
+    """An operation that failed asynchronously and was never waited on (here a float16 convolution, which fails
+    on every CPU) leaves its error on MXNet's shared temporary space, and, before the fix, the next model load
+    rethrew it from inside an unrelated asnumpy(). Loading a model now clears it first (with a warning) and the
+    prediction runs: two probability rows summing to 2."""
+    import subprocess
+    import sys
+
+    prefix = random_checkpoint(tmp_path / "m" / "r", 8, "cifar10", 10)
+    out = subprocess.run([sys.executable, "-c", _FAILED_OP_THEN_PREDICT, prefix], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("sum 2.0")
+    assert "an earlier MXNet operation in this process failed (MXNetError: FP16 gemm on cpu not implemented!)" \
+        in out.stderr
