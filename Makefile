@@ -6,7 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 REQS ?= requirements.txt
 
-.PHONY: demo test lint bench clean-demo
+# The tests whose outcome depends on the kernels oneDNN picks for the CPU (test-isa reruns them capped at AVX2).
+ISA_TESTS := tests/test_precision.py tests/test_fastpath.py tests/test_predict.py tests/test_families.py \
+	tests/test_quantize.py tests/test_finetune.py tests/test_capability.py
+
+.PHONY: demo test test-isa sysinfo lint bench clean-demo
 
 $(STAMP): $(REQS) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +23,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+# The ISA-sensitive tests again with oneDNN capped at AVX2: an AVX-512 machine then runs an AVX2-only CPU's kernels.
+test-isa: $(STAMP)
+	DNNL_MAX_CPU_ISA=AVX2 $(PY) -m pytest $(ISA_TESTS)
+
+sysinfo: $(STAMP)
+	$(PY) -m resnet_toolkit.sysinfo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

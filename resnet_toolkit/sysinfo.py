@@ -36,6 +36,11 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
     return platform.processor() or "unknown"
 
 
+def above_avx2(isa: str) -> bool:
+    """Whether oneDNN's ISA line (e.g. 'Intel AVX-512 with Intel DL Boost') names more than AVX2."""
+    return any(word in isa for word in ("AVX-512", "AVX512", "AMX"))
+
+
 def collect() -> dict:
     """Everything printed, as one dict."""
     import mxnet as mx
@@ -75,7 +80,12 @@ def format_report(info: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m resnet_toolkit.sysinfo", description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the report")
+    parser.add_argument("--above-avx2", action="store_true",
+                        help="print nothing; exit 0 when oneDNN runs an ISA above AVX2 here (AVX-512, AMX), else 1 "
+                             "(.ci/run: whether a second run capped at DNNL_MAX_CPU_ISA=AVX2 tests anything new)")
     args = parser.parse_args(argv)
+    if args.above_avx2:
+        return 0 if above_avx2(probe().isa) else 1
     info = collect()
     print(json.dumps(info, indent=1) if args.json else format_report(info))
     return 0
