@@ -12,9 +12,10 @@ ISA_TESTS := tests/test_precision.py tests/test_fastpath.py tests/test_predict.p
 
 .PHONY: demo test test-isa sysinfo lint bench clean-demo
 
-$(STAMP): $(REQS) pyproject.toml
+$(STAMP): $(REQS) requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r $(REQS)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 

@@ -338,10 +338,12 @@ def main(argv: list[str] | None = None) -> int:
             print(show_kernels(model, batch, what, args, env))
     if args.json:
         from resnet_toolkit.fileio import atomic_write_text
-        from resnet_toolkit.precision import cpu_flags, native_bf16
+        from resnet_toolkit.capability import probe
+        from resnet_toolkit.precision import cpu_flags
 
         report = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "threads": args.threads,
-                  "native_bf16": native_bf16(), "vnni": "avx512_vnni" in cpu_flags(),
+                  "onednn_isa": probe().isa_words(), "native_bf16": probe().native_bf16,
+                  "vnni": "avx512_vnni" in cpu_flags(),
                   "loadavg_end": os.getloadavg(),
                   "cells": [{"model": m, "batch": b, "what": w, "engine": k, **c}
                             for (m, b, w), cells in rows.items() for k, c in cells.items()],

@@ -526,8 +526,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = {key: {tag: summarize(t, key[1]) for tag, t in cells.items()} for key, cells in raw.items()}
     ratio = ratios(raw)
     print(format_table(rows, ratio))
+    from resnet_toolkit.capability import probe
+
     report = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "threads": args.threads,
-              "loadavg_end": os.getloadavg(),
+              "onednn_isa": probe().isa_words(), "loadavg_end": os.getloadavg(),
               "cells": [{"model": m, "batch": b, "what": w, "engine": t, **c}
                         for (m, b, w), cells in rows.items() for t, c in cells.items()],
               "step_seconds": [{"model": m, "batch": b, "what": w, "engine": t, "times": [round(x, 5) for x in ts]}

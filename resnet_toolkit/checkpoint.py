@@ -21,7 +21,7 @@ from typing import Iterable
 
 from resnet_toolkit import fileio
 from resnet_toolkit.errors import UserError
-from resnet_toolkit.fileio import atomic_path, atomic_write_text
+from resnet_toolkit.fileio import atomic_path, atomic_write_text, write_ndarrays
 
 
 def symbol_path(prefix: str | os.PathLike) -> Path:
@@ -70,26 +70,28 @@ def resolve_epoch(prefix: str | os.PathLike, requested: str | int | None) -> int
 
 
 def save_checkpoint(prefix: str | os.PathLike, epoch: int, symbol, arg_params: dict, aux_params: dict,
-                    states: dict | None = None) -> Path:
-    """Write ``-symbol.json`` (when absent or different), ``.states`` (when given), then ``.params``.
+                    states: dict | None = None, replace_symbol: bool = True) -> Path:
+    """Write ``-symbol.json`` (when absent, or different and ``replace_symbol``), ``.states`` (when given), then
+    ``.params``.
 
     ``arg_params``/``aux_params`` map names to NDArrays; ``states`` maps ``.states`` keys to NDArrays (see the
-    module docstring). Returns the ``.params`` path.
+    module docstring). ``replace_symbol=False`` (a retrain) never rewrites an existing symbol file: the older
+    epochs beside it were trained with that graph. Returns the ``.params`` path. A full disk is a
+    :class:`resnet_toolkit.fileio.DiskFull` (one line), leaving every earlier file as it was.
     """
-    import mxnet as mx
-
     sym_file = symbol_path(prefix)
     sym_json = symbol.tojson()
-    if not sym_file.is_file() or sym_file.read_text(encoding="utf-8", errors="replace") != sym_json:
+    if not sym_file.is_file() or (replace_symbol
+                                  and sym_file.read_text(encoding="utf-8", errors="replace") != sym_json):
         atomic_write_text(sym_file, sym_json)
     if states is not None:
         with atomic_path(states_path(prefix, epoch)) as tmp:
-            mx.nd.save(str(tmp), states)
+            write_ndarrays(tmp, states)
     target = params_path(prefix, epoch)
     blob = {f"arg:{k}": v for k, v in arg_params.items()}
     blob.update({f"aux:{k}": v for k, v in aux_params.items()})
     with atomic_path(target) as tmp:
-        mx.nd.save(str(tmp), blob)
+        write_ndarrays(tmp, blob)
     return target
 
 

@@ -135,7 +135,8 @@ def training_graph(sym: mx.sym.Symbol, bn_relu: bool = True, mean_pool: bool = T
       one MKLDNN primitive forward and backward, bit-identical to the pair (tested). Pairs that feed a
       non-global Pooling stay unfused (MXNet 1.9.1 failed in their backward); pairs beside a grouped convolution
       are fused only where oneDNN runs that backward (``beside_grouped``; default: asked of oneDNN once,
-      :mod:`resnet_toolkit.capability`; it fails on AVX-512 and works on AVX2).
+      :mod:`resnet_toolkit.capability`: oneDNN 2.4.4 cannot build it on AVX-512 and gets its gradients
+      wrong on AVX2, so today they stay unfused everywhere).
 
     Returns ``(symbol, counts)`` with how many of each rewrite were made (``bn_relu``, ``mean_pool``; and
     ``bn_relu_beside_grouped_conv``, the pairs left unfused next to grouped convolutions, when there are any).

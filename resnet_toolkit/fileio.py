@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from resnet_toolkit.errors import DiskFull, ShortWrite, UserError, disk_full_reason, is_disk_full
+
 
 def partial_name(target: str | os.PathLike) -> Path:
     """Where a write of ``target`` happens before it is renamed into place (same folder, so rename is atomic)."""
@@ -18,8 +20,9 @@ def partial_name(target: str | os.PathLike) -> Path:
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success fsync it and rename it onto ``target``.
 
-    On any exception the temporary file is removed and ``target`` (if it existed) is left untouched.
-    Usage: ``with atomic_path(p) as tmp: save(tmp)``.
+    On any exception the temporary file is removed and ``target`` (if it existed) is left untouched; a write that
+    failed for want of room (:func:`is_disk_full`: disk full, quota, file size limit) becomes a :class:`DiskFull`
+    (a :class:`UserError`) naming ``target`` and the free space. Usage: ``with atomic_path(p) as tmp: save(tmp)``.
     """
     target = Path(target)
     tmp = partial_name(target)
@@ -28,11 +31,29 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if is_disk_full(exc):
+            raise DiskFull(target, disk_full_reason(exc)) from None
         raise
     _fsync_dir(target.parent)
+
+
+def write_ndarrays(path: str | os.PathLike, arrays: dict) -> None:
+    """``mx.nd.save`` the NDArrays ``arrays`` (name -> array) to ``path``, then read the file back: MXNet's writer
+    drops a write that fails when it closes the file (its last buffered bytes, on a full disk) without raising,
+    and the read-back turns that short file into a :class:`ShortWrite`. Write to an :func:`atomic_path`, never
+    to a final name: it turns the error into a :class:`DiskFull` and keeps the old file."""
+    import mxnet as mx
+
+    mx.nd.save(str(path), arrays)
+    try:
+        saved = mx.nd.load(str(path))
+    except mx.base.MXNetError:
+        saved = None
+    if not isinstance(saved, dict) or sorted(saved) != sorted(arrays):
+        raise ShortWrite(f"{path}: {Path(path).stat().st_size} bytes, not a complete NDArray file")
 
 
 def atomic_write_text(target: str | os.PathLike, text: str) -> None:
@@ -45,8 +66,6 @@ def check_writable_file(target: str | os.PathLike, flag: str = "") -> Path:
     """``target`` as a Path when a file can be written there (its folder exists, is a folder, is writable, and
     ``target`` is not a folder); otherwise a :class:`UserError` naming ``flag`` and the reason. Writes nothing:
     call it before a long computation whose result goes to ``target``."""
-    from resnet_toolkit.errors import UserError
-
     target = Path(target)
     head = f"{flag}: " if flag else ""
     parent = target.parent

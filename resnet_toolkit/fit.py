@@ -32,8 +32,18 @@ import numpy as np
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 from resnet_toolkit import checkpoint as ckpt
+from resnet_toolkit.capability import cpu_model, probe
 from resnet_toolkit.cluster import Cluster, make_cluster, make_contexts
-from resnet_toolkit.data import DataPlan, make_train_iter, make_val_iter, plan_data
+from resnet_toolkit.data import (
+    DataPlan,
+    check_class_count,
+    iter_batches,
+    make_train_iter,
+    make_val_iter,
+    next_batch,
+    plan_data,
+    resolve_augmentation,
+)
 from resnet_toolkit.distill import Teacher, distill_targets, load_teacher
 from resnet_toolkit.distributed import rank_path
 from resnet_toolkit.engines import GluonEngine, ModuleEngine, TrainSetup
@@ -43,10 +53,24 @@ from resnet_toolkit.logparse import stats_line
 from resnet_toolkit.precision import default_policy, describe, float32_params
 from resnet_toolkit.recipe import TargetRecipe, frozen_names, multipliers, random_erasing
 from resnet_toolkit.schedule import Schedule, rate_at_epoch
-from resnet_toolkit.synset import copy_synset
-from resnet_toolkit.train_args import RunConfig, check_writable_dir, default_prefix, saved_config, uses_training_graph
+from resnet_toolkit.synset import SYNSET, copy_synset
+from resnet_toolkit.train_args import (
+    RunConfig,
+    check_writable_dir,
+    default_prefix,
+    network_flags,
+    saved_config,
+    uses_training_graph,
+)
 from resnet_toolkit.trainlog import TrainingLog
-from resnet_toolkit.weights import check_checkpoint_fits, finetune_params, init_params, zero_last_layers
+from resnet_toolkit.weights import (
+    check_checkpoint_fits,
+    check_same_network,
+    check_symbol_file,
+    finetune_params,
+    init_params,
+    zero_last_layers,
+)
 
 DEFAULT_LR = 0.1
 
@@ -164,6 +188,8 @@ def starting_point(cfg: RunConfig, sym) -> Start:
         epoch = ckpt.resolve_epoch(prefix, cfg.model_load_epoch)
         arg_params, aux_params = ckpt.load_params(prefix, epoch)
         check_checkpoint_fits(sym, shape, arg_params, aux_params, ckpt.params_path(prefix, epoch), cfg.num_classes)
+        if ckpt.symbol_path(prefix).is_file():
+            check_symbol_file(sym, shape, ckpt.symbol_path(prefix))
         return Start(epoch, arg_params, aux_params, ckpt.load_states(prefix, epoch))
     existing = ckpt.list_epochs(prefix)
     if existing:
@@ -215,6 +241,7 @@ def fit(cfg: RunConfig) -> TrainResult:
     """Train as the resolved flags ``cfg`` say (:func:`resnet_toolkit.train_args.resolve_args`)."""
     cluster = make_cluster(cfg.kv_store, cfg.num_contexts)
     cfg = resolve_paths(cfg, cluster)
+    cfg = resolve_retrain(cfg)
     prefix = cfg.model_prefix
     ckpt.remove_stale_partials(prefix)
     plan = plan_data(cfg.layout, cfg.data_dir, cfg.aug_level, cfg.batch_size, cluster.num_workers, cfg.num_examples)
@@ -224,6 +251,9 @@ def fit(cfg: RunConfig) -> TrainResult:
         raise UserError(f"checkpoint epoch {start.epoch} is already at --end-epoch {cfg.end_epoch}: nothing to do")
     teacher = (load_teacher(cfg.teacher, cfg.batch_size, cfg.layout.image_shape, cfg.num_classes)
                if cfg.teacher else None)
+    # after the checkpoint and teacher checks (their messages name the more specific mismatch), before any write
+    synset = Path(cfg.data_dir) / SYNSET
+    check_class_count(cfg.num_classes, plan.train_rec, plan.val_rec, synset if synset.is_file() else None)
 
     schedule = make_schedule(cfg, start.epoch, plan.epoch_size, start.states)
     sync_workers = cluster.num_workers if cluster.kv is not None and "_sync" in cluster.kv.type else 1
@@ -241,6 +271,7 @@ def fit(cfg: RunConfig) -> TrainResult:
         if cluster.rank == 0:
             copy_synset(cfg.data_dir, Path(prefix).parent)
         engine = make_engine(cfg, sym, cluster, start, optimizer_params)
+        logging.info("cpu: %s; oneDNN %s runs %s", cpu_model(), probe().onednn, probe().isa_words())
         logging.info("training graph: %s", "resnet_toolkit.fastpath.training_graph (--plain-graph to turn off)"
                      if uses_training_graph(cfg) else "as built")
         if cfg.dtype != "float32":
@@ -266,6 +297,32 @@ def fit(cfg: RunConfig) -> TrainResult:
 
 def _config_path(cfg: RunConfig) -> Path:
     return Path(f"{cfg.model_prefix}-args.json")
+
+
+def _saved_config(cfg: RunConfig) -> dict | None:
+    """The ``PREFIX-args.json`` mapping of the run a ``--retrain`` continues; None when not a retrain, or when the
+    file is absent or unreadable (a run killed before its first checkpoint wrote it, the original's files)."""
+    path = _config_path(cfg)
+    if not (cfg.retrain and path.is_file()):
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def resolve_retrain(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with its augmentation resolved (:func:`resnet_toolkit.data.resolve_augmentation`): each of
+    ``--aug-level``, ``--mirror`` and ``--pad`` not given takes a ``--retrain``'s saved value, else the data type's
+    default. A retrain whose flags build another network than its ``PREFIX-args.json`` names (depth, family,
+    cardinality, width, classes, image shape) is refused here, before anything is written."""
+    saved = _saved_config(cfg)
+    if saved is not None:
+        check_same_network(network_flags(saved), network_flags(saved_config(cfg)), _config_path(cfg),
+                           cfg.model_prefix)
+    level, mirror, pad = resolve_augmentation(cfg.layout, cfg.aug_level, cfg.mirror, cfg.pad, saved)
+    return dataclasses.replace(cfg, aug_level=level, mirror=mirror, pad=pad)
 
 
 def _config_changes(cfg: RunConfig) -> list[str]:
@@ -302,14 +359,14 @@ def _epochs(cfg: RunConfig, engine, sym, plan: DataPlan, cluster: Cluster, sched
         metric.reset()
         train_iter = make_train_iter(plan.train_rec, cfg.layout, cfg.batch_size, cfg.aug_level,
                                      num_parts=cluster.num_workers, part_index=cluster.rank, seed=cfg.seed + epoch,
-                                     preprocess_threads=cfg.preprocess_threads)
+                                     preprocess_threads=cfg.preprocess_threads, mirror=cfg.mirror, pad=cfg.pad)
         class_counts = np.zeros(cfg.num_classes, dtype=np.int64)  # what this worker read: its share of the data
         for nbatch in range(plan.epoch_size):
             try:
-                batch = train_iter.next()
+                batch = next_batch(train_iter, plan.train_rec)
             except StopIteration:
                 train_iter.reset()
-                batch = train_iter.next()
+                batch = next_batch(train_iter, plan.train_rec)
             labels = batch.label[0].asnumpy().astype(np.int64)
             class_counts += np.bincount(labels[(labels >= 0) & (labels < cfg.num_classes)],
                                         minlength=cfg.num_classes)
@@ -345,7 +402,8 @@ def _epochs(cfg: RunConfig, engine, sym, plan: DataPlan, cluster: Cluster, sched
         states["meta:next_lr"] = mx.nd.array([schedule.curve(num_update + 1)], dtype="float64")
         if schedule.mode != "step":  # the peak of the curve (a step curve's base_lr is the rate at its start)
             states["meta:base_lr"] = mx.nd.array([schedule.base_lr], dtype="float64")
-        saved = ckpt.save_checkpoint(result.prefix, epoch + 1, sym, arg_params, aux_params, states)
+        saved = ckpt.save_checkpoint(result.prefix, epoch + 1, sym, arg_params, aux_params, states,
+                                     replace_symbol=not cfg.retrain)
         if epoch == result.begin_epoch:
             _write_config(cfg)
         logging.info('Saved checkpoint to "%s"', saved)
@@ -354,7 +412,7 @@ def _epochs(cfg: RunConfig, engine, sym, plan: DataPlan, cluster: Cluster, sched
         # logs the accuracy of the whole set (not of a 1/N share).
         val_iter = make_val_iter(plan.val_rec, cfg.layout, cfg.batch_size,
                                  preprocess_threads=cfg.preprocess_threads)
-        val_values = evaluate(engine, val_iter, val_metric)
+        val_values = evaluate(engine, iter_batches(val_iter, plan.val_rec), val_metric)
         for name, value in val_values:
             logging.info("Epoch[%d] Validation-%s=%f", epoch, name, value)
         stats: dict[str, Any] = {"epoch": epoch}

@@ -30,12 +30,13 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from resnet_toolkit.errors import UserError
+from resnet_toolkit.errors import DiskFull, ShortWrite, UserError
 from resnet_toolkit.fileio import atomic_path, atomic_write_text, remove_stale_partials
 from resnet_toolkit.safe_io import iter_archive_files, load_pickle_safely
-from resnet_toolkit.synset import read_synset, write_synset
+from resnet_toolkit.synset import check_synset_replaceable, read_synset, write_synset
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+DIGIT_CLASSES = [str(d) for d in range(10)]
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 DEFAULT_MIN_SIDE = 8  # pixels: smaller images carry no usable content at the networks' input sizes
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels (~300 MB decoded): beyond it, a likely decompression bomb
@@ -53,6 +54,12 @@ class ImageLimits:
 
     min_side: int = DEFAULT_MIN_SIDE
     max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def too_large(self, width: int, height: int) -> str | None:
+        """The reason an image of ``width`` x ``height`` pixels is refused for its size, or None when it fits."""
+        if width * height > self.max_pixels:
+            return f"too large: {width}x{height} pixels (limit {self.max_pixels / 1e6:g} megapixels)"
+        return None
 
 
 _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -159,6 +166,17 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
     raise _Skip(f"unsupported number of channels ({channels})")
 
 
+def header_size_problem(data: bytes, limits: ImageLimits = ImageLimits()) -> str | None:
+    """The reason the file bytes ``data`` must not be decoded: their header (JPEG and PNG parsed here, other formats
+    through Pillow when installed) claims more than ``limits.max_pixels`` pixels, which decoding would allocate
+    (3 bytes each: a 100000x100000 header asks for 30 GB). None when the size fits or the header gives none."""
+    try:
+        info = _header_info(data)
+    except _Skip as exc:
+        return str(exc)
+    return limits.too_large(info[0], info[1]) if info is not None else None
+
+
 def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[np.ndarray, bool]:
     """Decode file bytes to 3-channel 8-bit BGR. Returns ``(image, as_is)``.
 
@@ -171,18 +189,16 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[np.n
     if not data:
         raise _Skip("empty file")
     info = _header_info(data)
-    if info is not None:
-        width, height = info[0], info[1]
-        if width * height > limits.max_pixels:
-            raise _Skip(f"too large: {width}x{height} pixels (limit {limits.max_pixels / 1e6:g} megapixels)")
+    if info is not None and (reason := limits.too_large(info[0], info[1])):
+        raise _Skip(reason)
     # JPEG: IMREAD_COLOR applies the EXIF orientation and converts gray/CMYK to BGR; others: see every channel
     flags = cv2.IMREAD_COLOR if data.startswith(_JPEG_MAGIC) else cv2.IMREAD_UNCHANGED
     raw = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if raw is None or raw.size == 0:
         raise _Skip("not a decodable image")
     height, width = raw.shape[:2]
-    if width * height > limits.max_pixels:
-        raise _Skip(f"too large: {width}x{height} pixels (limit {limits.max_pixels / 1e6:g} megapixels)")
+    if reason := limits.too_large(width, height):
+        raise _Skip(reason)
     if min(width, height) < limits.min_side:
         raise _Skip(f"too small: {width}x{height} pixels (shorter side below {limits.min_side})")
     img = to_bgr8(raw)
@@ -306,18 +322,27 @@ def ensure_output_dir(out_dir: str | os.PathLike) -> Path:
 def record_writer(rec: Path) -> Iterator[object]:
     """An ``MXIndexedRecordIO`` writing beside ``rec`` and its ``.idx``; both renamed into place on success.
 
-    Partial files that killed runs left beside them are removed first."""
+    Partial files that killed runs left beside them are removed first. A full disk (either file) is one
+    :class:`DiskFull` naming ``rec``, and leaves both old files as they were; MXNet's writer drops its last
+    buffered bytes when the disk fills at close without raising, so the ``.rec``'s size is checked against what
+    it accepted."""
     import mxnet as mx
 
     rec = Path(rec)
     for target in (rec, rec.with_suffix(".idx")):
         remove_stale_partials(target.parent, target.name)
-    with atomic_path(rec) as rec_tmp, atomic_path(rec.with_suffix(".idx")) as idx_tmp:
-        writer = mx.recordio.MXIndexedRecordIO(str(idx_tmp), str(rec_tmp), "w")
-        try:
-            yield writer
-        finally:
-            writer.close()
+    try:
+        with atomic_path(rec) as rec_tmp, atomic_path(rec.with_suffix(".idx")) as idx_tmp:
+            writer = mx.recordio.MXIndexedRecordIO(str(idx_tmp), str(rec_tmp), "w")
+            try:
+                yield writer
+                accepted = writer.tell()  # bytes, MXNet's unflushed buffer included
+            finally:
+                writer.close()
+            if rec_tmp.stat().st_size != accepted:
+                raise ShortWrite(f"{rec_tmp}: {rec_tmp.stat().st_size} of {accepted} bytes written")
+    except DiskFull as exc:  # the .rec is what fills a disk, whichever of the two files met the end
+        raise DiskFull(rec, exc.reason) from None
 
 
 def _encode(item: Item, transform: Transform) -> tuple[Item, bytes | None, bool, str]:
@@ -470,25 +495,43 @@ def read_lst(path: str | os.PathLike) -> list[tuple[str, int]]:
 
 
 def make_lists(root: str | os.PathLike, out_dir: str | os.PathLike, name: str, train_ratio: float = 1.0,
-               seed: int = 0, shuffle: bool = True) -> tuple[list[Path], FolderScan]:
+               seed: int = 0, shuffle: bool = True, stratify: bool = True) -> tuple[list[Path], FolderScan]:
     """Scan ``root`` and write ``{name}_train.lst`` + ``{name}_val.lst`` (``train_ratio`` < 1) or ``{name}.lst``,
-    and ``synset.txt``, into ``out_dir``. The shuffle is seeded; the split follows it."""
+    and ``synset.txt``, into ``out_dir``. The shuffle is seeded; the split follows it: with ``stratify`` each class
+    gives ``train_ratio`` of its images to the training list (:func:`split_by_class`), else the first
+    ``train_ratio`` of all images go there."""
     if not 0.0 < train_ratio <= 1.0:
         raise UserError(f"--train-ratio must be in (0, 1], got {train_ratio}")
     scan = scan_image_folder(root)
     out = ensure_output_dir(out_dir)
+    check_synset_replaceable(out, scan.classes)
     items = list(scan.items)
     if shuffle:
         random.Random(seed).shuffle(items)
     if train_ratio < 1.0:
         cut = int(round(len(items) * train_ratio))
-        if cut in (0, len(items)):
+        train, val = split_by_class(items, train_ratio) if stratify else (items[:cut], items[cut:])
+        if not train or not val:
             raise UserError(f"--train-ratio {train_ratio} leaves an empty split of {len(items)} images")
-        paths = [write_lst(out / f"{name}_train.lst", items[:cut]), write_lst(out / f"{name}_val.lst", items[cut:])]
+        paths = [write_lst(out / f"{name}_train.lst", train), write_lst(out / f"{name}_val.lst", val)]
     else:
         paths = [write_lst(out / f"{name}.lst", items)]
     write_synset(out, scan.classes)
     return paths, scan
+
+
+def split_by_class(items: Sequence[tuple[str, int]], train_ratio: float
+                   ) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """``(train, val)``: of each class's ``n`` items (``(relative path, label)``) the first ``round(n *
+    train_ratio)`` (at least one) in ``items``' order go to ``train``, the rest to ``val``; both keep that order."""
+    per_class = Counter(label for _, label in items)
+    quota = {label: min(n, max(1, int(round(n * train_ratio)))) for label, n in per_class.items()}
+    taken: Counter = Counter()
+    train, val = [], []
+    for rel, label in items:
+        (train if taken[label] < quota[label] else val).append((rel, label))
+        taken[label] += 1
+    return train, val
 
 
 def _file_loader(path: Path) -> Callable[[], bytes]:
@@ -535,6 +578,7 @@ def pack_lst(lst: str | os.PathLike, root: str | os.PathLike, out_dir: str | os.
     rows = read_lst(lst)
     classes = synset_for_lst(lst, rows, synset)
     out = ensure_output_dir(out_dir)
+    check_synset_replaceable(out, classes)
     items = [Item(rel, label, _file_loader(root / rel)) for rel, label in rows]
     summary = pack_items(items, out / rec_name(name or lst.stem, transform), transform, num_thread,
                          progress=progress)
@@ -642,6 +686,7 @@ def pack_cifar10(source: str | os.PathLike, out_dir: str | os.PathLike, pass_thr
     """
     out = ensure_output_dir(out_dir)
     classes, splits, from_batches = load_cifar10_source(source)
+    check_synset_replaceable(out, classes)
     transform = Transform(exact_size=(32, 32), quality=9 if from_batches else quality,
                           encoding=".png" if from_batches else ".jpg", pass_through=pass_through)
     summaries = []
@@ -675,6 +720,7 @@ def pack_imagenet(root: str | os.PathLike, out_dir: str | os.PathLike, quality: 
     if unknown:
         raise UserError(f"{root / 'val'}: classes {unknown[:5]} are not train classes")
     out = ensure_output_dir(out_dir)
+    check_synset_replaceable(out, train.classes)
     index = {c: i for i, c in enumerate(train.classes)}
     train_items = [Item(f"train/{rel}", label, _file_loader(root / "train" / rel)) for rel, label in train.items]
     random.Random(seed).shuffle(train_items)
@@ -717,6 +763,7 @@ def pack_digits(out_dir: str | os.PathLike, seed: int = 0, val_fraction: float =
     if not 0.0 < val_fraction < 1.0:
         raise UserError(f"--val-fraction must be in (0, 1), got {val_fraction}")
     out = ensure_output_dir(out_dir)
+    check_synset_replaceable(out, DIGIT_CLASSES)
     (xt, yt), (xv, yv) = digits_images(seed, val_fraction)
     transform = Transform(exact_size=(32, 32), quality=9, encoding=".png", limits=ImageLimits(min_side=1))
     summaries = []
@@ -724,7 +771,7 @@ def pack_digits(out_dir: str | os.PathLike, seed: int = 0, val_fraction: float =
         items = [Item(f"{target}[{i}]", int(label), (lambda im=im: im)) for i, (im, label) in
                  enumerate(zip(images, labels))]
         summaries.append(pack_items(items, out / target, transform, desc=target, progress=progress))
-    write_synset(out, [str(d) for d in range(10)])
+    write_synset(out, DIGIT_CLASSES)
     return summaries
 
 

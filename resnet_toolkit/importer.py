@@ -357,7 +357,7 @@ def gluoncv_reference(model: str, params: Mapping[str, object], num_classes: int
     try:
         from gluoncv.model_zoo import get_model
     except ImportError:
-        raise UserError("the check against GluonCV needs the gluoncv package (pinned in requirements.txt); "
+        raise UserError("the check against GluonCV needs the gluoncv package (pinned in requirements-nodeps.txt); "
                         "--check-batch 0 skips it") from None
     net = get_model(model, classes=num_classes)
     net.initialize(ctx=mx.cpu())

@@ -21,7 +21,7 @@ import numpy as np
 
 from resnet_toolkit.checkpoint import latest_epoch, list_epochs, load_params, params_path, symbol_path
 from resnet_toolkit.errors import UserError, clear_failed_ops
-from resnet_toolkit.im2rec import IMAGE_EXTENSIONS
+from resnet_toolkit.im2rec import IMAGE_EXTENSIONS, ImageLimits, header_size_problem
 from resnet_toolkit.synset import read_synset
 
 CLASSIFIER = "fc1"
@@ -331,9 +331,13 @@ class ImageError(Exception):
     """An image that cannot be read or decoded (the caller reports it and goes on)."""
 
 
-def load_image(path: str | os.PathLike, image_shape: Sequence[int], resize: int | None = None) -> np.ndarray:
+def load_image(path: str | os.PathLike, image_shape: Sequence[int], resize: int | None = None,
+               limits: ImageLimits | None = None) -> np.ndarray:
     """One image as float32 (3, H, W), RGB 0..255: shorter side to ``resize`` (default
-    :func:`default_resize`), center crop to ``image_shape``. Raises :class:`ImageError` when it does not decode."""
+    :func:`default_resize`), center crop to ``image_shape``. Raises :class:`ImageError` when it cannot be read,
+    does not decode (e.g. a truncated file whose header is intact), or when its header claims more than
+    ``limits.max_pixels`` pixels (``limits`` default: the packer's :class:`ImageLimits`, 100 megapixels; checked
+    before decoding, which would allocate 3 bytes per pixel)."""
     import mxnet as mx
 
     _, height, width = image_shape
@@ -344,8 +348,14 @@ def load_image(path: str | os.PathLike, image_shape: Sequence[int], resize: int 
         raise ImageError(f"cannot read image ({exc.strerror})") from None
     if not data:
         raise ImageError("empty file")
+    problem = header_size_problem(data, limits or ImageLimits())
+    if problem:
+        raise ImageError(problem)
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and b"IEND" not in data:  # a cut download; libpng would print a line
+        raise ImageError("truncated PNG (no IEND chunk)")
     try:
         img = mx.image.imdecode(data, flag=1, to_rgb=True)
+        img.wait_to_read()  # MXNet decodes asynchronously: a truncated file fails here, not at imdecode
     except mx.base.MXNetError:
         raise ImageError("cannot decode image") from None
     h, w = img.shape[:2]

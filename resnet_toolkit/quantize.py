@@ -27,7 +27,7 @@ from typing import Sequence
 
 from resnet_toolkit.checkpoint import params_path, symbol_path
 from resnet_toolkit.errors import UserError
-from resnet_toolkit.fileio import atomic_path
+from resnet_toolkit.fileio import atomic_path, write_ndarrays
 
 CALIB_MODES = ("naive", "entropy")
 INT8_SUFFIX = "-int8"
@@ -126,6 +126,29 @@ def check_quantize_args(prefix, epoch: int, calib_rec, num_batches: int, batch_s
         raise UserError(f"{out_dir}: cannot write the INT8 files here (no write permission)")
 
 
+def check_calibration_sizes(calib_rec: str | os.PathLike, image_shape: Sequence[int]) -> None:
+    """A :class:`UserError` when the images of ``calib_rec`` (the sample :func:`resnet_toolkit.data.decode_records`
+    decodes: its first records and some spread over the file) are not at the scale the model is scored at.
+
+    Scoring center-crops the network input ``image_shape`` (3, H, W) out of images whose shorter side is from the
+    input's side up to validation's :func:`resnet_toolkit.predictor.default_resize` (32 for a 32x32 input, 224 to
+    256 for 224x224). Calibrating on another scale (crops of 480-pixel training images, or 28-pixel images
+    upscaled to 32) sets each layer's INT8 range from activations the scored images never produce."""
+    from resnet_toolkit.data import decode_records
+    from resnet_toolkit.predictor import default_resize
+
+    height, width = image_shape[1:]
+    low, high = min(height, width), default_resize(image_shape)
+    for key, h, w in decode_records(calib_rec).sizes:
+        if not low <= min(h, w) <= high:
+            sides = str(low) if low == high else f"{low} to {high}"
+            raise UserError(f"{calib_rec}: record {key} is a {w}x{h} image, but this model takes {width}x{height} "
+                            f"inputs cropped from images with a shorter side of {sides} pixels: INT8 ranges "
+                            f"calibrated on it would not fit; calibrate on a .rec packed at that size (python "
+                            f"tools/im2rec_wrapper.py pack LIST.lst --resize {high} ...), or pass the "
+                            f"--image-shape the model was trained with")
+
+
 def quantize_checkpoint(prefix: str | os.PathLike, epoch: int, calib_rec: str | os.PathLike, num_batches: int,
                         batch_size: int = 32, calib_mode: str = "naive",
                         image_shape: Sequence[int] | None = None, exclude: Sequence[str] = (),
@@ -134,7 +157,8 @@ def quantize_checkpoint(prefix: str | os.PathLike, epoch: int, calib_rec: str | 
     ``batch_size`` images of ``calib_rec``; write ``PREFIX-int8-symbol.json`` and ``PREFIX-int8-EPOCH.params``.
 
     ``image_shape`` (3, H, W) defaults to the network's stem (224 or 32 square); ``exclude`` names layers to keep
-    in float32 (e.g. ``conv0``, ``fc1``). Raises :class:`UserError` for bad inputs before anything is written.
+    in float32 (e.g. ``conv0``, ``fc1``). Raises :class:`UserError` for bad inputs before anything is written,
+    calibration images at another scale than the model's included (:func:`check_calibration_sizes`).
     """
     check_quantize_args(prefix, epoch, calib_rec, num_batches, batch_size, calib_mode)
     import mxnet as mx
@@ -157,6 +181,7 @@ def quantize_checkpoint(prefix: str | os.PathLike, epoch: int, calib_rec: str | 
     unknown = sorted(set(exclude) - {n["name"] for n in json.loads(net.tojson())["nodes"]})
     if unknown:
         raise UserError(f"--exclude {', '.join(unknown)}: no such layer in the network")
+    check_calibration_sizes(calib_rec, shape)
     try:
         records = make_val_iter(calib_rec, layout, batch_size, data_shape=shape,
                                 preprocess_threads=preprocess_threads)
@@ -174,7 +199,7 @@ def quantize_checkpoint(prefix: str | os.PathLike, epoch: int, calib_rec: str | 
     blob.update({f"aux:{k}": v for k, v in qaux.items()})
     with atomic_path(symbol_file) as sym_tmp, atomic_path(params_file) as params_tmp:
         sym_tmp.write_text(qsym.tojson(), encoding="utf-8")
-        mx.nd.save(str(params_tmp), blob)
+        write_ndarrays(params_tmp, blob)
     counts: dict[str, int] = {}
     for node in json.loads(qsym.tojson())["nodes"]:
         if node["op"] != "null":

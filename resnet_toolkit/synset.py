@@ -12,8 +12,33 @@ from resnet_toolkit.fileio import atomic_write_text
 SYNSET = "synset.txt"
 
 
+def check_synset_replaceable(out_dir: str | os.PathLike, classes: Sequence[str]) -> None:
+    """A :class:`UserError` when ``out_dir/synset.txt`` exists and names other classes than ``classes``: it belongs
+    to the records of another data set there, which would then train and predict with wrong class names. The
+    packers call it before writing anything."""
+    path = Path(out_dir) / SYNSET
+    if not path.is_file():
+        return
+    try:
+        old = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        found = f"{len(old)} classes: {_preview(old)}"
+    except (OSError, UnicodeDecodeError):
+        old, found = None, "unreadable"  # not this data set's either
+    new = [name.strip() for name in classes]
+    if old != new:
+        raise UserError(f"{path} already holds another data set's class list ({found}), not these {len(new)} "
+                        f"classes ({_preview(new)}); pack into another --out (each data set in its own folder, "
+                        f"its records beside its synset.txt)")
+
+
+def _preview(names: Sequence[str], count: int = 3) -> str:
+    return ", ".join(names[:count]) + (", ..." if len(names) > count else "")
+
+
 def write_synset(out_dir: str | os.PathLike, classes: Sequence[str]) -> Path:
-    """Write ``out_dir/synset.txt`` (one class name per line, index = line number), atomically."""
+    """Write ``out_dir/synset.txt`` (one class name per line, index = line number), atomically; refused
+    (:func:`check_synset_replaceable`) where a synset.txt naming other classes is there."""
+    check_synset_replaceable(out_dir, classes)
     path = Path(out_dir) / SYNSET
     atomic_write_text(path, "".join(f"{name}\n" for name in classes))
     return path

@@ -14,7 +14,7 @@ import platform
 import sys
 from dataclasses import asdict
 
-from resnet_toolkit.capability import FEATURES, probe
+from resnet_toolkit.capability import FEATURES, cpu_model, probe
 from resnet_toolkit.precision import cpu_flags
 
 VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
@@ -23,17 +23,6 @@ VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
 USES = {"bfloat16": "train with --dtype bfloat16",
         "int8": "tools/quantize.py and --int8 inference",
         "fused_bn_relu_beside_grouped_conv": "the fused BN+ReLU beside ResNeXt's grouped convolutions (training)"}
-
-
-def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def above_avx2(isa: str) -> bool:

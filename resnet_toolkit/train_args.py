@@ -9,11 +9,18 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from resnet_toolkit.checkpoint import add_retention_args, check_retention_args
-from resnet_toolkit.data import DatasetLayout
+from resnet_toolkit.data import (
+    LAYOUTS,
+    DatasetLayout,
+    add_augmentation_args,
+    check_augmentation_args,
+    resolve_augmentation,
+)
 from resnet_toolkit.distill import add_distill_args, check_distill_args
 from resnet_toolkit.errors import UserError
 from resnet_toolkit.precision import add_precision_args, check_dtype
@@ -28,9 +35,10 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     data = parser.add_argument_group("Data")
     data.add_argument("--data-dir", type=str, default="./data/imagenet/",
                       help="folder holding the .rec/.idx files (and synset.txt)")
-    data.add_argument("--data-type", type=str, default="imagenet",
-                      help="cifar10 | imagenet | digits | folder (any packed image folder: give --train-rec, "
-                           "--val-rec, --image-shape; --num-classes defaults to the lines of synset.txt)")
+    data.add_argument("--data-type", type=str, default="imagenet", choices=[*LAYOUTS, FOLDER],
+                      help="cifar10 (32x32, 10 classes), imagenet (224x224, 1000), digits (the demo's 32x32 "
+                           "digits, 10), folder: any packed image folder (give --train-rec, --val-rec, "
+                           "--image-shape; --num-classes defaults to the lines of synset.txt)")
     data.add_argument("--train-rec", type=str, default=None, help="--data-type folder: training .rec in --data-dir")
     data.add_argument("--val-rec", type=str, default=None, help="--data-type folder: validation .rec in --data-dir")
     data.add_argument("--image-shape", type=str, default=None,
@@ -38,10 +46,6 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     data.add_argument("--list-dir", type=str, default="./",
                       help="accepted for the original's command lines and unused: the image counts come from "
                            "the .idx files beside the records")
-    data.add_argument("--aug-level", type=int, default=2, choices=[0, 1, 2, 3, 4],
-                      help="ImageNet augmentation level: 1 crop+mirror, 2 +scale/aspect/HSL, 3 +rotation/shear, "
-                           "4 RandomResizedCrop (area 0.08-1, aspect 3/4-4/3) + mirror, the modern recipe's; "
-                           "CIFAR-size data: pad 4 + random crop + mirror at every level")
     data.add_argument("--num-examples", type=int, default=None,
                       help="training images per epoch (default: every record, counted from the .idx); fewer "
                            "trains on the first N of each epoch's shuffle")
@@ -107,6 +111,19 @@ def add_config_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     return group
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each flag's default appended as ``(default: X)``, except where there is nothing to add: a
+    default of None (the flag's help says what happens: the data type's value, the checkpoint's, none), an on/off
+    flag (off), an empty string, or a help text that states its default itself ("(default ...", "..., default)")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.default in (None, "") or isinstance(action, argparse._StoreTrueAction)
+                or re.search(r"\(default\b|\bdefault\)", text)):
+            return text
+        return super()._get_help_string(action)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose usage errors are one ``error:`` line (a :class:`UserError`), like every other bad input."""
 
@@ -116,8 +133,9 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser(prog: str = "train_resnet.py") -> argparse.ArgumentParser:
     parser = OneLineParser(prog=prog, description="Train a pre-activation ResNet (ResNet-v2) with MXNet",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                          formatter_class=HelpFormatter)
     add_data_args(parser)
+    add_augmentation_args(parser)
     add_model_args(parser)
     add_network_args(parser)
     add_fit_args(parser)
@@ -169,11 +187,15 @@ class RunConfig:
     val_rec: str | None
     image_shape: str | None
     list_dir: str
-    aug_level: int
     num_examples: int | None
     num_classes: int
     preprocess_threads: int
     seed: int
+    # Augmentation: None until resnet_toolkit.fit resolves them (the flag, else a retrain's saved value, else the
+    # data type's default: resnet_toolkit.data.resolve_augmentation)
+    aug_level: int | None
+    mirror: bool | None
+    pad: int | None  # pixels
     # Model
     depth: int
     bn_mom: float
@@ -293,6 +315,7 @@ def resolve_args(args: argparse.Namespace) -> RunConfig:
     if args.memonger and args.api == "gluon":
         raise UserError("--memonger plans a Symbol graph: it works with --api module only (Gluon's CachedOp "
                         "ignores mirroring)")
+    check_augmentation_args(args, layout.image_shape)
     check_recipe_args(args)
     check_distill_args(args)
     check_finetune_args(args, len(spec.units))
@@ -325,8 +348,8 @@ FOLDER = "folder"
 def data_layout(args: argparse.Namespace):
     """The :class:`resnet_toolkit.data.DatasetLayout` of the flags: a known data type's, or for ``--data-type
     folder`` one made from ``--train-rec``, ``--val-rec``, ``--image-shape`` and ``--num-classes`` (images up to 64
-    pixels high train like CIFAR: 3x3 stem, pad 4 + random crop + mirror; larger ones like ImageNet, by
-    ``--aug-level``)."""
+    pixels high train like CIFAR: 3x3 stem, by default pad 4 + random crop + mirror; larger ones like ImageNet, by
+    ``--aug-level``; ``--mirror``/``--no-mirror`` and ``--pad`` choose for either)."""
     from resnet_toolkit.data import DatasetLayout, get_layout
 
     if args.data_type != FOLDER:
@@ -390,7 +413,29 @@ def saved_config(args: RunConfig) -> dict:
         if action.dest == "lr_steps":
             value = ",".join(map(str, args.lr_step_epochs))
         config[action.option_strings[0][2:]] = value
+    # the augmentation as trained: a flag not given has its default filled in (resnet_toolkit.fit does the same)
+    config["aug-level"], config["mirror"], config["pad"] = resolve_augmentation(args.layout, args.aug_level,
+                                                                                args.mirror, args.pad)
     return config
+
+
+def network_flags(config: dict) -> dict:
+    """The values of a :func:`saved_config` mapping (or a ``PREFIX-args.json``) that shape the network: family,
+    depth, cardinality, bottleneck width, classes, and the input image shape as 'C,H,W' (the data type's, or
+    ``--image-shape`` for ``--data-type folder``); a value the mapping lacks is left out."""
+    shape = config.get("image-shape")
+    if config.get("data-type") in LAYOUTS:
+        shape = LAYOUTS[config["data-type"]].image_shape
+    if isinstance(shape, str):
+        try:
+            shape = tuple(int(x) for x in shape.split(","))
+        except ValueError:
+            pass
+    values = {flag: config[flag] for flag in ("network", "depth", "cardinality", "bottleneck-width", "num-classes")
+              if flag in config}
+    if shape is not None:
+        values["image-shape"] = ",".join(map(str, shape)) if isinstance(shape, tuple) else shape
+    return values
 
 
 def load_config(path: str | os.PathLike) -> dict:
@@ -433,6 +478,10 @@ def config_argv(config: dict, parser: argparse.ArgumentParser, where: str) -> li
             if not isinstance(value, bool):
                 raise UserError(f"--config {where}: {key} must be true or false, got {value!r}")
             argv += [f"--{flag}"] if value else []
+        elif isinstance(action, argparse.BooleanOptionalAction):  # --mirror / --no-mirror
+            if not isinstance(value, bool):
+                raise UserError(f"--config {where}: {key} must be true or false, got {value!r}")
+            argv += [f"--{flag}" if value else f"--no-{flag}"]
         elif isinstance(value, (dict, bool)):
             raise UserError(f"--config {where}: {key} must be a number, a string or a list, got {value!r}")
         elif isinstance(value, list) and action.nargs in ("+", "*"):
@@ -452,5 +501,10 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.config:
-        args = parser.parse_args(config_argv(load_config(args.config), parser, args.config) + argv)
+        from_file = config_argv(load_config(args.config), parser, args.config)
+        try:
+            parser.parse_args(from_file)  # alone first, so that a bad value in the file is blamed on the file
+        except UserError as exc:
+            raise UserError(f"--config {args.config}: {exc}") from None
+        args = parser.parse_args(from_file + argv)
     return resolve_args(args)

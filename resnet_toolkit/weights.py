@@ -36,9 +36,7 @@ def init_params(sym, data_shape: tuple[int, ...], seed: int) -> tuple[dict, dict
 def check_checkpoint_fits(sym, data_shape, arg_params: dict, aux_params: dict, where: Path,
                           num_classes: int) -> None:
     """A clear error when a loaded checkpoint does not fit the network built from the flags."""
-    arg_shapes, _, aux_shapes = sym.infer_shape(data=data_shape, softmax_label=data_shape[:1])
-    expected = {n: s for n, s in zip(sym.list_arguments(), arg_shapes) if n not in ("data", "softmax_label")}
-    expected.update(zip(sym.list_auxiliary_states(), aux_shapes))
+    expected = param_shapes(sym, data_shape)
     loaded = {**arg_params, **aux_params}
     fc = loaded.get("fc1_bias")
     if fc is not None and fc.shape[0] != num_classes:
@@ -51,6 +49,67 @@ def check_checkpoint_fits(sym, data_shape, arg_params: dict, aux_params: dict, w
         if tuple(loaded[name].shape) != tuple(shape):
             raise UserError(f"checkpoint {where}: {name} has shape {tuple(loaded[name].shape)}, the network "
                             f"built from the flags needs {tuple(shape)} (another --depth, --network or --data-type?)")
+    extra = sorted(set(loaded) - set(expected))
+    if extra:
+        raise UserError(f"checkpoint {where} has parameter {extra[0]!r} ({len(extra)} in all) that the network built "
+                        f"from the flags lacks: it was trained with another --depth, --network or --data-type")
+
+
+def param_shapes(sym, data_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """Every parameter and auxiliary state of ``sym`` (inputs aside) -> its shape for a batch of ``data_shape``
+    (batch, channels, height, width)."""
+    arg_shapes, _, aux_shapes = sym.infer_shape(data=data_shape, softmax_label=data_shape[:1])
+    shapes = {n: tuple(s) for n, s in zip(sym.list_arguments(), arg_shapes) if n not in ("data", "softmax_label")}
+    shapes.update((n, tuple(s)) for n, s in zip(sym.list_auxiliary_states(), aux_shapes))
+    return shapes
+
+
+def check_symbol_file(sym, data_shape: tuple[int, ...], path: Path) -> None:
+    """A :class:`UserError` when ``path`` (a checkpoint's ``-symbol.json``) holds another network than ``sym``:
+    other layers (operator and name, in order) or other parameter shapes for a batch of ``data_shape``. Attributes
+    that leave the network's function alone (BatchNorm momentum, ``--workspace``, ``--memonger``'s marks) may
+    differ: the file then stays as it is."""
+    import json
+
+    import mxnet as mx
+
+    def layers(text: str) -> list[tuple[str, str]]:
+        return [(node["op"], node["name"]) for node in json.loads(text)["nodes"]]
+
+    hint = ("a retrain cannot change the network (another --depth, --network, --num-classes or --image-shape?); "
+            "start a new run with another --model-prefix")
+    try:
+        saved_layers = layers(path.read_text(encoding="utf-8"))
+        saved_shapes = param_shapes(mx.sym.load(str(path)), data_shape)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, mx.base.MXNetError):
+        raise UserError(f"{path}: not an MXNet symbol file (damaged?); {hint}") from None
+    built_layers = layers(sym.tojson())
+    if saved_layers != built_layers:
+        first = next((b for a, b in zip(saved_layers, built_layers) if a != b), None)
+        where = (f"layer {first[1]!r} ({first[0]})" if first else
+                 f"{len(built_layers)} nodes, not {len(saved_layers)}")
+        raise UserError(f"--retrain: the flags build another network than {path} holds ({where}); {hint}")
+    for name, shape in param_shapes(sym, data_shape).items():
+        if saved_shapes.get(name) != shape:
+            raise UserError(f"--retrain: the flags build another network than {path} holds ({name} has shape "
+                            f"{saved_shapes.get(name)} there, {shape} from the flags); {hint}")
+
+
+# The PREFIX-args.json values (flag names) that shape the network a checkpoint holds: a --retrain changes none.
+NETWORK_FLAGS = ("network", "depth", "cardinality", "bottleneck-width", "num-classes", "image-shape")
+
+
+def check_same_network(saved: dict, requested: dict, where: Path, prefix: str) -> None:
+    """A :class:`UserError` naming every :data:`NETWORK_FLAGS` value that differs between ``saved`` (what the
+    continued run's ``where``, its ``PREFIX-args.json``, holds) and ``requested`` (this run's flags); both map flag
+    names to values, the image shape as 'C,H,W' (:func:`resnet_toolkit.train_args.network_flags`); a flag
+    ``saved`` lacks (a file of an older version) is not compared."""
+    changed = [f"--{flag} {saved[flag]} -> {requested.get(flag)}" for flag in NETWORK_FLAGS
+               if flag in saved and saved[flag] != requested.get(flag)]
+    if changed:
+        raise UserError(f"--retrain cannot change the network saved in {where}: {', '.join(changed)} (saved -> "
+                        f"requested); start a new run with another --model-prefix (--finetune {prefix} starts one "
+                        f"from its weights)")
 
 
 

@@ -36,6 +36,15 @@ def need(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onednn_probe():
+    """Ask oneDNN once per session what runs here (:func:`resnet_toolkit.capability.probe`, a few seconds): every
+    process the tests start inherits the answer through the environment instead of probing again."""
+    from resnet_toolkit.capability import probe
+
+    return probe()
+
+
 def need_feature(name: str):
     """Skip the calling test, with oneDNN's reason, when ``name`` (a :data:`resnet_toolkit.capability.FEATURES`
     entry) does not run on this CPU (e.g. 'bfloat16' on an AVX2-only one); returns the capabilities otherwise."""

@@ -57,7 +57,8 @@ def fails(argv, capsys) -> str:
 @pytest.mark.parametrize("extra, message", [
     (["--depth", "21"], "no cifar10 ResNet-v2 of depth 21; valid depths: (depth-2)%6==0"),
     (["--depth", "0"], "no cifar10 ResNet-v2 of depth 0; valid depths"),
-    (["--data-type", "mnist"], "unknown data type 'mnist'; valid: cifar10, imagenet"),
+    (["--data-type", "mnist"], "argument --data-type: invalid choice: 'mnist' (choose from 'cifar10', 'imagenet', "
+                               "'digits', 'folder')"),
     (["--data-type", "imagenet", "--depth", "20"], "no imagenet ResNet-v2 of depth 20; valid depths: 18, 34, 50"),
     (["--batch-size", "0"], "--batch-size must be positive, got 0"),
     (["--batch-size", "-32"], "--batch-size must be positive, got -32"),

@@ -383,8 +383,8 @@ def close(a, b, rtol: float = 1e-4) -> bool:
 
 # bn_relu: every BN read only by a ReLU. v1 units: bn1 (basic), bn1 and bn2 (bottleneck); the last BN feeds the
 # sum and stays. Stems: CIFAR bn0; ImageNet none (relu0 feeds pool0, left unfused); deep bn0_1 and bn0_2.
-# ResNeXt: bn1 feeds and bn2 reads the grouped 3x3; fused only where oneDNN runs that backward (AVX2: yes;
-# AVX-512: no), as the capability probe finds ("beside" below: the counts either way).
+# ResNeXt: bn1 feeds and bn2 reads the grouped 3x3; fused only where oneDNN runs that backward correctly, as the
+# capability probe finds ("beside" below: the counts either way; with oneDNN 2.4.4 on AVX-512 and AVX2, unfused).
 @pytest.mark.parametrize("name,size,counts", [
     ("cifar_resnet20_v1", 32, {"bn_relu": 1 + 9, "mean_pool": 1}),
     ("resnext50_32x4d", 64, "beside"),
@@ -596,3 +596,6 @@ def test_train_resnet_trains_every_family_and_the_tools_read_it(extra, digits_di
     out = capsys.readouterr().out
     assert json.loads(out.strip().splitlines()[-1])["top1"] == pytest.approx(logged, abs=1e-6)
     assert re.search(r"training graph: ", proc.stdout)
+    from resnet_toolkit.capability import probe  # the log names the CPU and the ISA oneDNN ran (figures need it)
+
+    assert f"oneDNN {probe().onednn} runs {probe().isa_words()}" in proc.stdout

@@ -51,20 +51,31 @@ def pretrained(halves, tmp_path_factory) -> str:
     return prefix
 
 
+# One epoch (22 updates, cosine) on the digits 5-9, fine-tuned from the 0-4 weights vs from scratch, measured at
+# seeds 1-3 natively (AVX-512) and with DNNL_MAX_CPU_ISA=AVX2, Module, and seed 2 Gluon: training accuracy over the
+# epoch +0.19 to +0.27 (the steadiest sign: an average over 22 batches); validation accuracy (180 images) +0.03 to
+# +0.36, fine-tuned 0.38-0.58 against chance 0.2. The training margin asserted is half the smallest measured.
+# (After four epochs both have nearly converged and the gap is seed noise: -0.01 to +0.08; the old +0.04 bound on
+# it failed on an AVX2 CPU.)
+MIN_TRAIN_GAIN, MIN_TUNED_VAL = 0.1, 0.3
+
+
 @pytest.mark.parametrize("api", ["module", "gluon"])
 def test_finetuning_beats_training_from_scratch(halves, pretrained, tmp_path, api):
-    """Four epochs (88 updates, cosine) on the digits 5-9: from the 0-4 weights vs from scratch (bench/finetune.py
-    measured 92 % vs 84 % of the 180 held-out images). The log says what was loaded (every array but the
-    classifier) and what was initialised afresh (fc1)."""
-    flags = [*data_flags(halves, "high"), "--end-epoch", "4", "--lr-mode", "cosine", "--api", api]
+    """One epoch on the digits 5-9 from the 0-4 weights learns far faster than from scratch (margins above). The
+    log says what was loaded (every array but the classifier) and what was initialised afresh (fc1)."""
+    flags = [*data_flags(halves, "high"), "--end-epoch", "1", "--lr-mode", "cosine", "--api", api]
     scratch = run_train([*flags, "--model-prefix", tmp_path / "scratch"])
     tuned = run_train([*flags, "--model-prefix", tmp_path / "tuned", "--finetune", pretrained])
     assert scratch.returncode == 0 and tuned.returncode == 0, tuned.stderr[-3000:]
     assert re.search(rf"--finetune {re.escape(pretrained)}-0008.params: loaded \d+ arrays", tuned.stdout)
     assert "--finetune: initialised afresh 2: fc1_bias, fc1_weight" in tuned.stdout
     from_scratch, finetuned = stats_of(scratch.stdout), stats_of(tuned.stdout)
-    assert finetuned[-1]["val-accuracy"] > from_scratch[-1]["val-accuracy"] + 0.04, (finetuned, from_scratch)
-    assert finetuned[0]["lr"] > 0.05  # a fresh schedule from --lr, not the pretrained run's (cosine, ended near 0)
+    assert finetuned[0]["train-accuracy"] > from_scratch[0]["train-accuracy"] + MIN_TRAIN_GAIN, (finetuned,
+                                                                                                 from_scratch)
+    assert finetuned[-1]["val-accuracy"] > max(MIN_TUNED_VAL, from_scratch[-1]["val-accuracy"])
+    # a fresh schedule from --lr, the scratch run's; the pretrained run's cosine had ended at 0
+    assert finetuned[0]["lr"] == pytest.approx(from_scratch[0]["lr"]) and finetuned[0]["lr"] > 0
 
 
 def test_frozen_stages_and_body_rate(halves, pretrained, tmp_path):

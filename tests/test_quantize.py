@@ -180,6 +180,8 @@ def test_a_failed_write_keeps_the_previous_int8_files(random_model, digits_dir, 
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(mx.nd, "save", broken_save)
-    with pytest.raises(OSError, match="No space left"):
+    from resnet_toolkit.errors import UserError
+
+    with pytest.raises(UserError, match=f"cannot write {prefix}-int8-0003.params: No space left on device"):
         quantize_checkpoint(prefix, 3, rec, 2, 16, "naive")
     assert snapshot(folder) == before

@@ -7,7 +7,7 @@
     python tools/im2rec_wrapper.py imagenet IMAGENET_ROOT --out data
     python tools/im2rec_wrapper.py digits --out data
     python tools/im2rec_wrapper.py extract ARCHIVE DEST
-    python tools/im2rec_wrapper.py check data/cifar10_train.rec
+    python tools/im2rec_wrapper.py check data/cifar10_train.rec [--decode]
 """
 from __future__ import annotations
 
@@ -56,9 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the .lst files and synset.txt")
     p.add_argument("--name", default=None, help="list name (default: the root folder's name)")
     p.add_argument("--train-ratio", type=float, default=1.0,
-                   help="fraction in NAME_train.lst; the rest in NAME_val.lst (default 1: one NAME.lst)")
+                   help="fraction of each class's images in NAME_train.lst; the rest in NAME_val.lst (default 1: "
+                        "one NAME.lst)")
     p.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
     p.add_argument("--no-shuffle", action="store_true", help="keep the sorted folder order")
+    p.add_argument("--no-stratify", action="store_true",
+                   help="split the shuffled images as a whole, not class by class (validation counts per class "
+                        "then vary)")
 
     p = sub.add_parser("pack", help=".lst -> .rec + .idx (+ synset.txt) with MXNet's packing")
     p.add_argument("lst", help="a .lst file written by `list` (index, label, path relative to --root)")
@@ -101,8 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("archive")
     p.add_argument("dest")
 
-    p = sub.add_parser("check", help="verify a .rec and its .idx; print record and label counts")
+    p = sub.add_parser("check", help="verify a .rec and its .idx; print record and label counts, decode a sample of "
+                                     "the images (as training does at its start) and print their sizes")
     p.add_argument("rec")
+    p.add_argument("--decode", action="store_true", help="decode every image, not a sample of 128")
     return parser
 
 
@@ -126,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     progress = False if getattr(args, "quiet", False) else None
     if args.command == "list":
         paths, scan = im2rec.make_lists(args.root, args.out, args.name or Path(args.root).resolve().name,
-                                        args.train_ratio, args.seed, shuffle=not args.no_shuffle)
+                                        args.train_ratio, args.seed, shuffle=not args.no_shuffle,
+                                        stratify=not args.no_stratify)
         for path in paths:
             print(f"wrote {path}")
         print(f"{len(scan.items)} images in {len(scan.classes)} classes -> {Path(args.out) / 'synset.txt'}")
@@ -157,12 +164,15 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"extracted {safe_extract(args.archive, args.dest)} files into {args.dest}")
     elif args.command == "check":
-        from resnet_toolkit.data import check_record_file
+        from resnet_toolkit.data import check_decodable, check_record_file, decode_records
 
         rec, _ = check_record_file(args.rec)
         labels = Counter(int(label) for _, label in im2rec.read_labels(rec))
         print(f"{rec}: {sum(labels.values())} records, {len(labels)} labels: "
               + " ".join(f"{k}:{v}" for k, v in sorted(labels.items())))
+        report = decode_records(rec, every=args.decode)
+        print(report.summary())
+        check_decodable(report)
     return 0
 
 
