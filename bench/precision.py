@@ -337,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         for model, batch, what in raw:
             print(show_kernels(model, batch, what, args, env))
     if args.json:
-        from resnet_toolkit.fileio import atomic_write_text
         from resnet_toolkit.capability import probe
+        from resnet_toolkit.fileio import atomic_write_text
         from resnet_toolkit.precision import cpu_flags
 
         report = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "threads": args.threads,

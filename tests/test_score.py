@@ -36,10 +36,10 @@ def test_score_equals_the_trainings_validation_accuracy(trained_cifar, capsys, g
 def test_the_committed_cifar10_models_score_the_accuracy_results_reports(cifar_rec_dir, capsys, folder, top1, top5):
     """The 160-epoch ResNet-20-v2 models committed under bench/results (README's "Results" cite them): without
     mixup, with mixup (alpha 1.0 and 0.2), distilled from those three, and with mixup + random erasing + zero-init
-    trained in bfloat16 (scored in float32): top-1 and top-5 on all 10,000 CIFAR-10 test images, as tools/score.py gave them when each run
-    ended. Packing, decoding, the folded graph and the checkpoint loader all stand between the file and the
-    figure; a change to any of them moves it. Another CPU rounds float32 differently, so a few images may flip:
-    0.1 point of tolerance (10 images)."""
+    trained in bfloat16 (scored in float32): top-1 and top-5 on all 10,000 CIFAR-10 test images, as tools/score.py
+    gave them when each run ended. Packing, decoding, the folded graph and the checkpoint loader all stand between
+    the file and the figure; a change to any of them moves it. Another CPU rounds float32 differently, so a few
+    images may flip: 0.1 point of tolerance (10 images)."""
     score = load_tool("tools/score.py")
     prefix = ROOT / "bench" / "results" / folder / "resnet-cifar10-20"
     assert score.main(["--prefix", str(prefix), "--epoch", "160", "--rec", str(cifar_rec_dir / "cifar10_val.rec"),
