@@ -34,13 +34,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from resnet_toolkit.checkpoint import load_checkpoint  # noqa: E402
 from resnet_toolkit.cluster import Cluster  # noqa: E402
 from resnet_toolkit.data import get_layout, make_train_iter  # noqa: E402
 from resnet_toolkit.engines import ModuleEngine, TrainSetup  # noqa: E402
 from resnet_toolkit.errors import run_cli  # noqa: E402
 from resnet_toolkit.fastpath import training_graph  # noqa: E402
 from resnet_toolkit.precision import mixed_precision_symbol  # noqa: E402
-from resnet_toolkit.predictor import load_checkpoint  # noqa: E402
 from resnet_toolkit.recipe import smooth_one_hot  # noqa: E402
 
 BN_OPS = ("_contrib_BatchNormWithReLU", "BatchNorm")

@@ -21,9 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from resnet_toolkit.checkpoint import load_checkpoint  # noqa: E402
 from resnet_toolkit.data import get_layout, make_train_iter, make_val_iter  # noqa: E402
 from resnet_toolkit.errors import run_cli  # noqa: E402
-from resnet_toolkit.predictor import load_checkpoint  # noqa: E402
 
 
 def score(mx, symbol, arg_params, aux_params, val_rec: Path, batch_size: int) -> float:

@@ -24,8 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import resnet_toolkit  # noqa: E402,F401  (numpy compatibility before mxnet)
 from resnet_toolkit.data import get_layout, make_train_iter  # noqa: E402
+from resnet_toolkit.datasets import pack_cifar10  # noqa: E402
 from resnet_toolkit.errors import UserError, run_cli  # noqa: E402
-from resnet_toolkit.im2rec import Item, Transform, pack_cifar10, pack_items  # noqa: E402
+from resnet_toolkit.im2rec import Item, pack_items  # noqa: E402
+from resnet_toolkit.images import Transform  # noqa: E402
 
 
 def measure(it, seconds: float) -> float:

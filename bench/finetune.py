@@ -47,7 +47,8 @@ def main() -> int:
     args = parser.parse_args()
 
     import resnet_toolkit  # noqa: F401
-    from resnet_toolkit.im2rec import pack_digits, subset_records
+    from resnet_toolkit.datasets import pack_digits
+    from resnet_toolkit.im2rec import subset_records
 
     work = Path(tempfile.mkdtemp(prefix="finetune-bench-"))
     pack_digits(work / "digits", progress=False)

@@ -42,7 +42,7 @@ RECIPE = ["--lr-mode", "cosine", "--warmup-epochs", "1", "--warmup-lr", "0.01", 
 def pack(source: str, out: Path, quality: int | None) -> dict:
     """Pack ``source`` into ``out`` (skipped when already there); ``quality`` None = pass-through. Returns the
     training record's size: images and bytes an image (record headers included)."""
-    from resnet_toolkit.im2rec import pack_cifar10
+    from resnet_toolkit.datasets import pack_cifar10
 
     rec = out / "cifar10_train.rec"
     if not (rec.is_file() and (out / "cifar10_val.rec").is_file()):

@@ -17,15 +17,8 @@ from pathlib import Path
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 from resnet_toolkit.errors import UserError, run_cli
-from resnet_toolkit.predictor import (
-    add_checkpoint_args,
-    class_names,
-    find_images,
-    format_prediction,
-    load_model_from_flags,
-    predict_images,
-    predictions_json,
-)
+from resnet_toolkit.predictor import class_names, find_images, format_prediction, predict_images, predictions_json
+from resnet_toolkit.tool_args import add_checkpoint_args, load_model_from_flags
 
 IMAGENET_SYNSET = Path(__file__).resolve().parent / "synset.txt"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 from resnet_toolkit import fileio
-from resnet_toolkit.errors import UserError
+from resnet_toolkit.errors import UserError, clear_failed_ops
 from resnet_toolkit.fileio import atomic_path, atomic_write_text, write_ndarrays
 
 
@@ -192,3 +192,46 @@ def add_retention_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
 def check_retention_args(args) -> None:
     if args.keep_last < 0:
         raise UserError(f"--keep-last must be >= 0, got {args.keep_last}")
+
+
+# ---------------------------------------------------------------- finding and loading a checkpoint
+def check_checkpoint(prefix: str | os.PathLike, epoch: int) -> tuple[Path, Path]:
+    """The checkpoint's two files; a :class:`UserError` naming the missing one (and the epochs that exist)."""
+    symbol_file, params_file = symbol_path(prefix), params_path(prefix, epoch)
+    if not symbol_file.is_file():
+        raise UserError(f"{symbol_file}: no such checkpoint symbol file (check --prefix)")
+    if not params_file.is_file():
+        epochs = list_epochs(prefix)
+        have = f"saved epochs: {', '.join(map(str, epochs))}" if epochs else "no epoch saved for this prefix"
+        raise UserError(f"{params_file}: no checkpoint for epoch {epoch} ({have})")
+    return symbol_file, params_file
+
+
+def resolve_checkpoint(prefix: str | os.PathLike, epoch: int | None = None) -> int:
+    """The epoch to load: ``epoch`` itself, or for None the newest complete checkpoint (the largest NNNN with a
+    ``-NNNN.params`` file; the original project's published models are epoch 0). A :class:`UserError` naming the
+    files it looked for when there is none, and :func:`check_checkpoint`'s errors otherwise."""
+    if epoch is None:
+        epochs = list_epochs(prefix)
+        if not epochs:
+            name, folder = Path(prefix).name, Path(prefix).parent
+            where = os.path.abspath(folder) + ("" if folder.is_dir() else ", a folder that does not exist")
+            raise UserError(f"no checkpoint {name}-NNNN.params (looked for {name}-symbol.json and {name}-*.params "
+                            f"in {where})")
+        epoch = epochs[-1]
+    check_checkpoint(prefix, epoch)
+    return epoch
+
+
+def load_checkpoint(prefix: str | os.PathLike, epoch: int):
+    """``(symbol, arg_params, aux_params)`` of a checkpoint, with clear errors for missing or damaged files."""
+    symbol_file, _ = check_checkpoint(prefix, epoch)  # before importing MXNet: a fast, clear error
+    import mxnet as mx
+
+    clear_failed_ops()  # an earlier failed operation in this process must not surface in this model
+    try:
+        symbol = mx.sym.load(str(symbol_file))
+    except mx.base.MXNetError:
+        raise UserError(f"{symbol_file}: not an MXNet symbol file") from None
+    arg_params, aux_params = load_params(prefix, epoch)
+    return symbol, arg_params, aux_params

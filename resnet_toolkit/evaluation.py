@@ -24,11 +24,28 @@ import numpy as np
 
 from resnet_toolkit.errors import UserError
 from resnet_toolkit.fileio import atomic_path, atomic_write_text
-from resnet_toolkit.predictor import Model, Score, default_resize
+from resnet_toolkit.model_facts import default_resize
+from resnet_toolkit.predictor import Model
 
 MISCLASSIFIED_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 LABELLED_CLASSES = 60    # the PNG names every class up to this count (ticks), and only the axes above it
 ANNOTATED_CLASSES = 30   # ... and writes the count into every non-empty cell up to this count
+
+
+@dataclass
+class Score:
+    """Accuracy over a record file: ``images`` scored, ``top1``/``top5`` correct fractions (0..1), ``top_k`` the k
+    of ``top5`` (5, or the class count when smaller), ``seconds`` wall time of the pass (decode included)."""
+
+    images: int
+    top1: float
+    top5: float
+    top_k: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
 
 
 @dataclass
@@ -86,7 +103,7 @@ class Evaluation:
         return float(np.nanmean(self.per_class_top1()))
 
     def score(self) -> Score:
-        """The summary :func:`resnet_toolkit.predictor.score_record` returns."""
+        """The summary :func:`score_record` returns."""
         n = self.images
         return Score(n, self.correct / n, int(self.topk_hits.sum()) / n, self.k, self.seconds)
 
@@ -142,7 +159,8 @@ def evaluate_record(model: Model, rec: str | os.PathLike, progress: bool = True,
     import mxnet as mx
     from tqdm import tqdm
 
-    from resnet_toolkit.data import check_record_file, get_layout, make_val_iter
+    from resnet_toolkit.data import get_layout, make_val_iter
+    from resnet_toolkit.records import check_record_file
 
     check_record_file(rec)
     keys = record_keys(rec)
@@ -330,3 +348,12 @@ def write_figure(path: str | os.PathLike, fig) -> None:
             fig.savefig(tmp, format="png")
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def score_record(model: Model, rec: str | os.PathLike, progress: bool = True, preprocess_threads: int = 2,
+                 resize: int | None = None) -> Score:
+    """Top-1 and top-5 accuracy of ``model`` over every image of ``rec`` (its ``.idx`` beside it), preprocessed as
+    validation: the record's image (its shorter side first resized to ``resize`` pixels when given)
+    center-cropped to the model's input (CIFAR: the whole 32x32 image). The counts of
+    :func:`evaluate_record`, which also gives the confusion matrix and per-class accuracy."""
+    return evaluate_record(model, rec, progress, preprocess_threads, resize).score()

@@ -36,7 +36,6 @@ from resnet_toolkit.capability import cpu_model, probe
 from resnet_toolkit.cluster import Cluster, make_cluster, make_contexts
 from resnet_toolkit.data import (
     DataPlan,
-    check_class_count,
     iter_batches,
     make_train_iter,
     make_val_iter,
@@ -52,6 +51,7 @@ from resnet_toolkit.fileio import atomic_write_text
 from resnet_toolkit.logparse import stats_line
 from resnet_toolkit.precision import default_policy, describe, float32_params
 from resnet_toolkit.recipe import TargetRecipe, frozen_names, multipliers, random_erasing
+from resnet_toolkit.records import check_class_count
 from resnet_toolkit.schedule import Schedule, rate_at_epoch
 from resnet_toolkit.synset import SYNSET, copy_synset
 from resnet_toolkit.train_args import (

@@ -10,7 +10,6 @@ size, raw 0..255 values in NCHW float32: the network's ``bn_data`` normalises, a
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from dataclasses import dataclass
@@ -19,116 +18,11 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from resnet_toolkit.checkpoint import latest_epoch, list_epochs, load_params, params_path, symbol_path
-from resnet_toolkit.errors import UserError, clear_failed_ops
-from resnet_toolkit.im2rec import IMAGE_EXTENSIONS, ImageLimits, header_size_problem
+from resnet_toolkit.checkpoint import load_checkpoint, params_path, symbol_path
+from resnet_toolkit.errors import UserError
+from resnet_toolkit.images import IMAGE_EXTENSIONS, ImageLimits, header_size_problem
+from resnet_toolkit.model_facts import default_image_shape, default_resize, inference_symbol, num_classes_of
 from resnet_toolkit.synset import read_synset
-
-CLASSIFIER = "fc1"
-
-
-def check_checkpoint(prefix: str | os.PathLike, epoch: int) -> tuple[Path, Path]:
-    """The checkpoint's two files; a :class:`UserError` naming the missing one (and the epochs that exist)."""
-    symbol_file, params_file = symbol_path(prefix), params_path(prefix, epoch)
-    if not symbol_file.is_file():
-        raise UserError(f"{symbol_file}: no such checkpoint symbol file (check --prefix)")
-    if not params_file.is_file():
-        epochs = list_epochs(prefix)
-        have = f"saved epochs: {', '.join(map(str, epochs))}" if epochs else "no epoch saved for this prefix"
-        raise UserError(f"{params_file}: no checkpoint for epoch {epoch} ({have})")
-    return symbol_file, params_file
-
-
-def resolve_checkpoint(prefix: str | os.PathLike, epoch: int | None = None) -> int:
-    """The epoch to load: ``epoch`` itself, or for None the newest complete checkpoint (the largest NNNN with a
-    ``-NNNN.params`` file; the original project's published models are epoch 0). A :class:`UserError` naming the
-    files it looked for when there is none, and :func:`check_checkpoint`'s errors otherwise."""
-    if epoch is None:
-        epochs = list_epochs(prefix)
-        if not epochs:
-            name, folder = Path(prefix).name, Path(prefix).parent
-            where = os.path.abspath(folder) + ("" if folder.is_dir() else ", a folder that does not exist")
-            raise UserError(f"no checkpoint {name}-NNNN.params (looked for {name}-symbol.json and {name}-*.params "
-                            f"in {where})")
-        epoch = epochs[-1]
-    check_checkpoint(prefix, epoch)
-    return epoch
-
-
-def load_checkpoint(prefix: str | os.PathLike, epoch: int):
-    """``(symbol, arg_params, aux_params)`` of a checkpoint, with clear errors for missing or damaged files."""
-    symbol_file, _ = check_checkpoint(prefix, epoch)  # before importing MXNet: a fast, clear error
-    import mxnet as mx
-
-    clear_failed_ops()  # an earlier failed operation in this process must not surface in this model
-    try:
-        symbol = mx.sym.load(str(symbol_file))
-    except mx.base.MXNetError:
-        raise UserError(f"{symbol_file}: not an MXNet symbol file") from None
-    arg_params, aux_params = load_params(prefix, epoch)
-    return symbol, arg_params, aux_params
-
-
-def inference_symbol(symbol):
-    """The network without its training head: ``softmax`` of the classifier's output (``fc1_output``).
-
-    A checkpoint's symbol ends in ``SoftmaxOutput``, which needs a label input; its forward equals this one's.
-    """
-    import mxnet as mx
-
-    internals = symbol.get_internals()
-    outputs = internals.list_outputs()
-    if f"{CLASSIFIER}_output" in outputs:
-        logits = internals[f"{CLASSIFIER}_output"]
-    else:
-        children = symbol.get_children()
-        if children is None:
-            raise UserError("the checkpoint's symbol has no classifier layer (fc1) before its output")
-        logits = children[0]
-    return mx.sym.softmax(logits, axis=1, name="softmax")
-
-
-def num_classes_of(arg_params: dict, params_file: str | os.PathLike = "checkpoint") -> int:
-    """Output count of the classifier ``fc1`` (rows of ``fc1_weight``)."""
-    weight = arg_params.get(f"{CLASSIFIER}_weight")
-    if weight is None:
-        raise UserError(f"{params_file}: has no {CLASSIFIER}_weight; not a checkpoint of this project's networks")
-    return int(weight.shape[0])
-
-
-def default_image_shape(symbol) -> tuple[int, int, int]:
-    """(3, 224, 224) for a network with the ImageNet stem (``pool0``), else (3, 32, 32) (the CIFAR stem)."""
-    return (3, 224, 224) if "pool0_output" in symbol.get_internals().list_outputs() else (3, 32, 32)
-
-
-def default_resize(image_shape: Sequence[int]) -> int:
-    """Validation's shorter side for an input size: 256 for 224 (the 256-short-side val records), else the size."""
-    size = min(image_shape[1:])
-    return size if size <= 64 else int(round(size * 256 / 224))
-
-
-def parse_image_shape(text: str) -> tuple[int, int, int]:
-    """``'3,224,224'`` -> ``(3, 224, 224)``; a clear error otherwise."""
-    try:
-        shape = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or shape[0] != 3 or min(shape) <= 0:
-        raise UserError(f"--image-shape must be 3,HEIGHT,WIDTH (e.g. 3,224,224), got {text!r}")
-    return shape  # type: ignore[return-value]
-
-
-def pick_context(gpu: int | None = None, cpu: bool = False):
-    """``mx.cpu()`` when asked or when no GPU is present, else ``mx.gpu(gpu or 0)``; an absent GPU is an error."""
-    import mxnet as mx
-
-    gpus = mx.context.num_gpus()
-    if cpu or (gpu is None and gpus == 0):
-        return mx.cpu()
-    gpu = gpu or 0
-    if not 0 <= gpu < gpus:
-        raise UserError(f"--gpu {gpu}: this machine has {gpus} GPU(s) visible to MXNet; use --cpu")
-    return mx.gpu(gpu)
 
 
 class Model:
@@ -225,87 +119,6 @@ def load_int8_model(prefix: str | os.PathLike, epoch: int, batch_size: int = 32,
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{params_path(prefix, epoch)}: does not fit {symbol_path(prefix).name}: {detail}") from None
     return Model(None, symbol, arg_params, aux_params, batch_size, shape, num_classes, executor)
-
-
-def add_checkpoint_args(parser: argparse.ArgumentParser, *, batch_size: int | None = 32,
-                        batch_help: str = "images per forward pass", devices: bool = True, int8: bool = True,
-                        plain_graph: bool = True, num_classes: bool = True, epoch_required: bool = False,
-                        description: str | None = None) -> argparse._ArgumentGroup:
-    """Declare the checkpoint flags the tools share (and :func:`load_model_from_flags` reads), in a "checkpoint"
-    group of ``parser``: ``--prefix`` (required), ``--epoch`` (default None: the newest complete one;
-    ``epoch_required`` makes it required), ``--image-shape``, and, each switched off by its keyword for a tool that
-    does not take it: ``--batch-size`` (default ``batch_size`` images, ``batch_help``; None: no flag),
-    ``--num-classes``, ``--gpu``/``--cpu`` (``devices``), ``--plain-graph`` and ``--int8``. ``description`` is the
-    group's line in ``--help``. Returns the group."""
-    group = parser.add_argument_group("checkpoint", description)
-    group.add_argument("--prefix", required=True,
-                       help="checkpoint prefix (PREFIX-symbol.json, PREFIX-NNNN.params), e.g. "
-                            "model/resnet-imagenet-50-0")
-    group.add_argument("--epoch", type=int, required=epoch_required,
-                       help="checkpoint epoch, the NNNN of PREFIX-NNNN.params"
-                            + ("" if epoch_required else " (default: the newest complete one)"))
-    if batch_size is not None:
-        group.add_argument("--batch-size", type=int, default=batch_size, help=f"{batch_help} (default {batch_size})")
-    group.add_argument("--image-shape", help="network input 3,H,W (default: 3,224,224 or 3,32,32 from the stem)")
-    if num_classes:
-        group.add_argument("--num-classes", type=int, help="check that the checkpoint has this many classes")
-    if devices:
-        group.add_argument("--gpu", type=int, help="GPU id to run on (default: GPU 0 when present, else CPU)")
-        group.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
-    if plain_graph:
-        group.add_argument("--plain-graph", action="store_true",
-                           help="run the checkpoint's graph as saved instead of the folded, fused one (same results)")
-    if int8:
-        group.add_argument("--int8", action="store_true",
-                           help="run the INT8 model tools/quantize.py wrote (PREFIX-int8-symbol.json, "
-                                "PREFIX-int8-EPOCH.params; CPU only); a --prefix naming those files is detected")
-    return group
-
-
-def load_model_from_flags(args) -> Model:
-    """:func:`load_model` for the flags :func:`add_checkpoint_args` declares: ``--prefix``, ``--epoch`` (None:
-    the newest, see :func:`resolve_checkpoint`), ``--gpu``, ``--cpu``, ``--batch-size``, ``--image-shape``,
-    ``--plain-graph``, ``--int8`` and ``--num-classes`` (checked against the checkpoint's ``fc1``).
-
-    ``--int8`` runs ``PREFIX-int8-symbol.json`` / ``PREFIX-int8-EPOCH.params`` (``tools/quantize.py`` writes them);
-    a ``--prefix`` naming such files directly is recognised by its graph and run as INT8 without the flag."""
-    from resnet_toolkit.quantize import int8_files, int8_prefix
-
-    prefix = str(args.prefix)
-    int8 = getattr(args, "int8", False)
-    if int8:
-        if args.gpu is not None:
-            raise UserError("--int8 runs on the CPU only (MXNet 1.9.1's INT8 kernels are oneDNN's); drop --gpu")
-        prefix = prefix[:-len("-int8")] if prefix.endswith("-int8") else prefix
-        epoch = args.epoch if args.epoch is not None else latest_epoch(int8_prefix(prefix))
-        which = epoch if epoch is not None else "N"
-        hint = f"make it with: python tools/quantize.py --prefix {prefix} --epoch {which} "
-        if epoch is None:
-            raise UserError(f"{int8_prefix(prefix)}-NNNN.params: no INT8 model; {hint}--calib-rec TRAIN_OR_VAL.rec")
-        missing = [p for p in int8_files(prefix, epoch) if not p.is_file()]
-        if missing:
-            raise UserError(f"{missing[0]}: no INT8 model for epoch {epoch}; {hint}--calib-rec TRAIN_OR_VAL.rec")
-        prefix = int8_prefix(prefix)
-    epoch = resolve_checkpoint(prefix, epoch if int8 else args.epoch)
-    image_shape = parse_image_shape(args.image_shape) if args.image_shape else None
-    if int8 or _is_int8_checkpoint(prefix):
-        model = load_int8_model(prefix, epoch, args.batch_size, image_shape)
-    else:
-        model = load_model(prefix, epoch, pick_context(args.gpu, args.cpu), args.batch_size, image_shape,
-                           fast=not args.plain_graph)
-    if args.num_classes is not None and args.num_classes != model.num_classes:
-        raise UserError(f"--num-classes {args.num_classes} does not match the checkpoint: its fc1 has "
-                        f"{model.num_classes} outputs")
-    return model
-
-
-def _is_int8_checkpoint(prefix: str | os.PathLike) -> bool:
-    """Whether ``PREFIX-symbol.json`` holds a quantized graph (read as text: no MXNet needed)."""
-    try:
-        text = symbol_path(prefix).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return '"_contrib_quantize' in text
 
 
 def class_names(num_classes: int, synset: str | os.PathLike | None = None,
@@ -448,28 +261,3 @@ def predictions_json(preds: Sequence[Prediction]) -> str:
     return json.dumps([p.as_dict() for p in preds], indent=1)
 
 
-@dataclass
-class Score:
-    """Accuracy over a record file: ``images`` scored, ``top1``/``top5`` correct fractions (0..1), ``top_k`` the k
-    of ``top5`` (5, or the class count when smaller), ``seconds`` wall time of the pass (decode included)."""
-
-    images: int
-    top1: float
-    top5: float
-    top_k: int
-    seconds: float
-
-    @property
-    def images_per_second(self) -> float:
-        return self.images / self.seconds if self.seconds > 0 else float("nan")
-
-
-def score_record(model: Model, rec: str | os.PathLike, progress: bool = True, preprocess_threads: int = 2,
-                 resize: int | None = None) -> Score:
-    """Top-1 and top-5 accuracy of ``model`` over every image of ``rec`` (its ``.idx`` beside it), preprocessed as
-    validation: the record's image (its shorter side first resized to ``resize`` pixels when given)
-    center-cropped to the model's input (CIFAR: the whole 32x32 image). The counts of
-    :func:`resnet_toolkit.evaluation.evaluate_record`, which also gives the confusion matrix and per-class accuracy."""
-    from resnet_toolkit.evaluation import evaluate_record
-
-    return evaluate_record(model, rec, progress, preprocess_threads, resize).score()

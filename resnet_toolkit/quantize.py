@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from resnet_toolkit.checkpoint import params_path, symbol_path
-from resnet_toolkit.errors import UserError
+from resnet_toolkit.checkpoint import check_checkpoint, load_checkpoint, params_path, symbol_path
+from resnet_toolkit.errors import UserError, clear_failed_ops
 from resnet_toolkit.fileio import atomic_path, write_ndarrays
+from resnet_toolkit.model_facts import default_image_shape, default_resize, inference_symbol
 
 CALIB_MODES = ("naive", "entropy")
 INT8_SUFFIX = "-int8"
@@ -104,8 +105,7 @@ def _data_only(inner, num_batches: int):
 
 def check_quantize_args(prefix, epoch: int, calib_rec, num_batches: int, batch_size: int, calib_mode: str) -> None:
     """Every input check that needs no MXNet run, each one :class:`UserError` line (nothing is written before)."""
-    from resnet_toolkit.data import check_record_file, count_records
-    from resnet_toolkit.predictor import check_checkpoint
+    from resnet_toolkit.records import check_record_file, count_records
 
     if num_batches <= 0:
         raise UserError(f"--num-calib-batches must be at least 1, got {num_batches}")
@@ -127,15 +127,14 @@ def check_quantize_args(prefix, epoch: int, calib_rec, num_batches: int, batch_s
 
 
 def check_calibration_sizes(calib_rec: str | os.PathLike, image_shape: Sequence[int]) -> None:
-    """A :class:`UserError` when the images of ``calib_rec`` (the sample :func:`resnet_toolkit.data.decode_records`
+    """A :class:`UserError` when the images of ``calib_rec`` (the sample :func:`resnet_toolkit.records.decode_records`
     decodes: its first records and some spread over the file) are not at the scale the model is scored at.
 
     Scoring center-crops the network input ``image_shape`` (3, H, W) out of images whose shorter side is from the
     input's side up to validation's :func:`resnet_toolkit.predictor.default_resize` (32 for a 32x32 input, 224 to
     256 for 224x224). Calibrating on another scale (crops of 480-pixel training images, or 28-pixel images
     upscaled to 32) sets each layer's INT8 range from activations the scored images never produce."""
-    from resnet_toolkit.data import decode_records
-    from resnet_toolkit.predictor import default_resize
+    from resnet_toolkit.records import decode_records
 
     height, width = image_shape[1:]
     low, high = min(height, width), default_resize(image_shape)
@@ -166,7 +165,6 @@ def quantize_checkpoint(prefix: str | os.PathLike, epoch: int, calib_rec: str | 
 
     from resnet_toolkit.capability import probe
     from resnet_toolkit.data import get_layout, make_val_iter
-    from resnet_toolkit.predictor import default_image_shape, inference_symbol, load_checkpoint
 
     if not mx.runtime.Features().is_enabled("MKLDNN"):
         raise UserError("INT8 quantization needs MXNet built with oneDNN (MKLDNN); this build has none")
@@ -216,8 +214,6 @@ class Int8Executor:
 
     def __init__(self, qsym, arg_params: dict, aux_params: dict, data_shape: tuple, ctx=None):
         import mxnet as mx
-
-        from resnet_toolkit.errors import clear_failed_ops
 
         clear_failed_ops()  # an earlier failed operation in this process must not surface in this model
         self.ctx = ctx or mx.cpu()

@@ -23,11 +23,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import run_wrapper as run_tool
+from helpers import CIFAR_TAR, need
+from helpers import run_wrapper as run_tool
 
 from resnet_toolkit.data import get_layout, make_train_iter
 from resnet_toolkit.errors import UserError
-from resnet_toolkit.im2rec import Transform, make_lists, pack_lst, read_labels, read_lst, read_records
+from resnet_toolkit.im2rec import make_lists, pack_lst, read_lst
+from resnet_toolkit.images import Transform
+from resnet_toolkit.records import read_labels, read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "im2rec_wrapper.py"
@@ -251,10 +254,10 @@ def test_all_images_bad_keeps_the_old_rec(good, tmp_path, capsys):
 
 def test_interrupted_pack_keeps_the_old_rec(good, capsys, monkeypatch):
     """Ctrl-C in the middle of a pack: exit 130, the old .rec/.idx untouched, no partial file left."""
-    from resnet_toolkit import im2rec
+    from resnet_toolkit import images
 
     calls = {"n": 0}
-    original = im2rec.Transform.record
+    original = images.Transform.record
 
     def interrupt_on_third(self, label, data):
         calls["n"] += 1
@@ -262,7 +265,7 @@ def test_interrupted_pack_keeps_the_old_rec(good, capsys, monkeypatch):
             raise KeyboardInterrupt
         return original(self, label, data)
 
-    monkeypatch.setattr(im2rec.Transform, "record", interrupt_on_third)
+    monkeypatch.setattr(images.Transform, "record", interrupt_on_third)
     before = snapshot(good)
     code, _, err = run_tool(["pack", good / "out" / "g.lst", "--root", good / "src", "--out", good / "out",
                              "--quiet"], capsys)
@@ -576,8 +579,6 @@ def test_sigkill_during_pack_leaves_old_files_and_no_finished_looking_rec(good, 
     and the only new files are hidden partial ones (never a .rec under a final name)."""
     import signal
     import time
-
-    from conftest import CIFAR_TAR, need
 
     tar = need(CIFAR_TAR)
     out = tmp_path / "data"

@@ -6,21 +6,17 @@ classified; the exit status is 0 when at least one image was classified, 2 when 
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_logparse import CLASSIC_WITH_RESTART
-from test_onnx import random_checkpoint
+from helpers import CLASSIC_WITH_RESTART, ENV, random_checkpoint, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 PLOT, PREDICT = ROOT / "log" / "plot_curve.py", ROOT / "predict" / "predict.py"
 SCORE, EXPORT = ROOT / "tools" / "score.py", ROOT / "tools" / "export_onnx.py"
-ENV = dict(os.environ, OMP_NUM_THREADS="1", MXNET_CPU_WORKER_NTHREADS="1")
 
 
 def run(script: Path, *args) -> subprocess.CompletedProcess:
@@ -34,12 +30,6 @@ def fails_with(proc: subprocess.CompletedProcess, script: Path, message: str) ->
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[0].startswith(f"{script.name}: error: ") and message in lines[0], lines[0]
-
-
-def snapshot(*folders: Path) -> dict[str, str]:
-    """sha256 of every file under ``folders`` (a partial file left behind would show up too)."""
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
-            for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SMALL_TRAIN_FLAGS, run_train
+from helpers import ROOT, SMALL_TRAIN_FLAGS, run_train
 
 import resnet_toolkit  # noqa: F401
 from resnet_toolkit.errors import run_cli

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from resnet_toolkit import capability
 from resnet_toolkit.capability import CACHE_ENV, FEATURES, Capabilities

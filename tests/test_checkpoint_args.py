@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from test_onnx import load_tool
+from helpers import load_tool
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
-from resnet_toolkit.predictor import add_checkpoint_args
+from resnet_toolkit.tool_args import add_checkpoint_args
 
 ALL = {"prefix", "epoch", "batch_size", "image_shape", "num_classes", "gpu", "cpu", "plain_graph", "int8"}
 

@@ -9,7 +9,7 @@ import tarfile
 
 import numpy as np
 import pytest
-from conftest import CIFAR_TAR, SHARED_DATA, need, run_wrapper
+from helpers import CIFAR_TAR, SHARED_DATA, need, run_wrapper
 
 from resnet_toolkit.safe_io import load_pickle_safely
 

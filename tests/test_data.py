@@ -9,14 +9,15 @@ import pytest
 from resnet_toolkit.data import (
     AUG_PRESETS,
     LAYOUTS,
-    check_record_file,
     get_layout,
     make_train_iter,
     make_val_iter,
     train_aug,
 )
 from resnet_toolkit.errors import UserError
-from resnet_toolkit.im2rec import Item, Transform, pack_items, read_records
+from resnet_toolkit.im2rec import Item, pack_items
+from resnet_toolkit.images import Transform
+from resnet_toolkit.records import check_record_file, read_records
 
 
 def _batches(it, n: int) -> list[np.ndarray]:
@@ -114,7 +115,7 @@ def test_cifar_train_level1_pads_with_127_and_is_seeded(cifar_rec_dir):
 @pytest.fixture(scope="module")
 def photos_480(tmp_path_factory):
     """The three photos packed at shorter side 480 (the level-2/3 training file) and 256 (val)."""
-    from conftest import PHOTOS, need
+    from helpers import PHOTOS, need
 
     photos = need(PHOTOS)
     out = tmp_path_factory.mktemp("photos_rec")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_onnx import load_tool, random_checkpoint
+from helpers import load_tool, random_checkpoint
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 from resnet_toolkit.errors import UserError
@@ -79,7 +79,8 @@ def epochs(tmp_path_factory):
 
 
 def test_newest_complete_epoch_is_loaded(epochs, capsys):
-    from resnet_toolkit.predictor import load_image, load_model, resolve_checkpoint
+    from resnet_toolkit.checkpoint import resolve_checkpoint
+    from resnet_toolkit.predictor import load_image, load_model
 
     root, prefix = epochs
     assert resolve_checkpoint(prefix) == 3
@@ -144,7 +145,7 @@ def test_no_checkpoint_names_the_files_looked_for(tmp_path, case):
 
 
 def test_params_without_symbol_names_the_symbol_file(tmp_path):
-    from resnet_toolkit.predictor import resolve_checkpoint
+    from resnet_toolkit.checkpoint import resolve_checkpoint
 
     (tmp_path / "m-0002.params").write_bytes(b"x")
     with pytest.raises(UserError, match=r"m-symbol.json: no such checkpoint symbol file \(check --prefix\)$"):

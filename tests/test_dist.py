@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, copy_records
+from helpers import ROOT, copy_records
 
 LAUNCH = ROOT / "tools" / "launch.py"
 TRAIN = ROOT / "train_resnet.py"
@@ -188,7 +188,8 @@ def test_dist_sync_two_workers(dist_sync, single):
 def test_dist_sync_validation_is_the_whole_validation_set(dist_sync, split_dir):
     """Each worker logs the accuracy of the whole validation file (128 images), not of its 1/2 share: it equals
     what tools/score.py's library gives for that worker's checkpoint over every record."""
-    from resnet_toolkit.predictor import load_model, score_record
+    from resnet_toolkit.evaluation import score_record
+    from resnet_toolkit.predictor import load_model
 
     for rank in range(2):
         logged = json_stats(dist_sync / f"train-{rank}.log")[0]["val-accuracy"]

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import train_digits_model
+from helpers import train_digits_model
 
 import resnet_toolkit  # noqa: F401
 from resnet_toolkit.distill import Teacher, distill_targets, parse_teacher

@@ -11,9 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import train_digits_model
-from test_bad_input_tools import snapshot
-from test_onnx import load_tool
+from helpers import load_tool, snapshot, train_digits_model
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 
@@ -103,8 +101,8 @@ def expected(trained, keyed):
 
 
 def test_counts_equal_numpy_on_the_models_own_predictions(trained, keyed, expected):
-    from resnet_toolkit.evaluation import evaluate_record
-    from resnet_toolkit.predictor import load_model, score_record
+    from resnet_toolkit.evaluation import evaluate_record, score_record
+    from resnet_toolkit.predictor import load_model
 
     prefix, epoch = trained
     rec, _, labels, keys = keyed

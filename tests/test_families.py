@@ -16,7 +16,14 @@ import json
 import mxnet as mx
 import numpy as np
 import pytest
-from test_symbols import random_params as symbols_random_params
+from helpers import (
+    assert_gluon_training_block_same_step,
+    assert_plan_keeps_gradients,
+    load_tool,
+    random_checkpoint,
+    run_train,
+)
+from helpers import random_params as symbols_random_params
 
 from resnet_toolkit import fastpath
 from resnet_toolkit.errors import UserError
@@ -214,7 +221,7 @@ def test_layer_names():
 
 
 def random_params(sym: mx.sym.Symbol, data_shape, seed: int = 0):
-    """test_symbols.random_params, with bn_data's statistics at the raw pixels' scale."""
+    """helpers.random_params, with bn_data's statistics at the raw pixels' scale."""
     args, aux = symbols_random_params(sym, data_shape, seed)
     aux["bn_data_moving_mean"][:] = 120.0
     aux["bn_data_moving_var"][:] = 4000.0
@@ -454,8 +461,6 @@ def test_memonger_hints_every_unit_output(name):
 
 
 def test_memonger_plan_keeps_the_gradients():
-    from test_memonger import assert_plan_keeps_gradients
-
     assert_plan_keeps_gradients(get_model("cifar_resnet20_v1", 10, api="symbol", memonger=True), (8, 3, 32, 32),
                                 seed=20)
 
@@ -463,8 +468,6 @@ def test_memonger_plan_keeps_the_gradients():
 def test_gluon_training_block_with_grouped_convs_same_step():
     """fastpath.hybridize_for_training on a ResNeXt (CIFAR, one unit a stage, 4 channels per group): trains, and
     its step equals the plain hybridized net's."""
-    from test_fastpath import assert_gluon_training_block_same_step
-
     data = mx.nd.array(np.random.RandomState(9).uniform(0, 255, (4, 3, 32, 32)))
     assert_gluon_training_block_same_step(
         lambda: get_net(10, 11, "cifar10", network="resnext", cardinality=32, bottleneck_width=4), data,
@@ -521,8 +524,6 @@ def test_last_layer_names_per_family():
 def test_predict_takes_a_resnext_checkpoint(tmp_path, photos_dir, capsys):
     """predict/predict.py reads any family's checkpoint (the graph comes from -symbol.json): its top-5 equals the
     plain saved graph's."""
-    from test_onnx import load_tool, random_checkpoint
-
     from resnet_toolkit.predictor import load_image, load_model
 
     prefix = random_checkpoint(tmp_path / "model" / "resnext-imagenet-50-0", 50, "imagenet", 1000,
@@ -574,8 +575,6 @@ def test_train_resnet_trains_every_family_and_the_tools_read_it(extra, digits_di
     import json
     import re
 
-    from conftest import run_train
-
     from resnet_toolkit.errors import run_cli
 
     flags = ["--data-type", "digits", "--data-dir", digits_dir, "--batch-size", "32", "--num-examples", "128",
@@ -587,8 +586,6 @@ def test_train_resnet_trains_every_family_and_the_tools_read_it(extra, digits_di
     assert params.name == f"{expected}-0001.params"
     logged = [json.loads(line.split("json_stats:", 1)[1]) for line in proc.stdout.splitlines()
               if "json_stats:" in line][-1]["val-accuracy"]
-    from test_onnx import load_tool
-
     with pytest.raises(SystemExit) as exc:
         run_cli(load_tool("tools/score.py").main, ["--prefix", str(tmp_path / "model" / expected), "--rec",
                              str(digits_dir / "digits_val.rec"), "--json", "--no-progress"])

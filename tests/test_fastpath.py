@@ -16,19 +16,12 @@ import tarfile
 
 import numpy as np
 import pytest
+from helpers import assert_gluon_training_block_same_step, close
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 from resnet_toolkit import fastpath, runtime
 
 mx = pytest.importorskip("mxnet")
-
-RTOL = 1e-4
-
-
-def close(a, b, rtol: float = RTOL) -> bool:
-    """``a`` equals ``b`` within ``rtol`` of ``b``'s largest magnitude (elementwise)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return a.shape == b.shape and float(np.abs(a - b).max()) <= rtol * max(1.0, float(np.abs(b).max()))
 
 
 def cifar_images(tar_path, n: int) -> np.ndarray:
@@ -259,37 +252,6 @@ def test_training_graph_flags_select_rewrites():
     assert fastpath.training_graph(sym, bn_relu=False)[1] == {"bn_relu": 0, "mean_pool": 1}
     # without the mean rewrite the final bn1+relu1 feeds a Pooling: MXNet 1.9.1 cannot run its backward fused
     assert fastpath.training_graph(sym, mean_pool=False)[1] == {"bn_relu": 18, "mean_pool": 0}
-
-
-def assert_gluon_training_block_same_step(make_net, data, label) -> None:
-    """One NAG step of ``make_net()`` (fresh, Xavier-initialised from the same seed) through
-    ``fastpath.hybridize_for_training`` and through the plain hybridized net: the same loss, gradients, and
-    parameters after the update (weights and running statistics, through the shared Parameters)."""
-    from mxnet import autograd, gluon
-
-    results = []
-    for fast in (False, True):
-        mx.random.seed(11)
-        net = make_net()
-        net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
-        block = fastpath.hybridize_for_training(net, data.shape) if fast else net
-        if not fast:
-            net.hybridize()
-        trainer = gluon.Trainer(net.collect_params(), "nag", {"learning_rate": 0.1, "momentum": 0.9, "wd": 1e-4})
-        with autograd.record():
-            loss = gluon.loss.SoftmaxCrossEntropyLoss()(block(data), label)
-        loss.backward()
-        grads = {k: p.grad().asnumpy() for k, p in net.collect_params().items() if p.grad_req != "null"}
-        trainer.step(data.shape[0])
-        params = {k: p.data().asnumpy() for k, p in net.collect_params().items()}
-        results.append((loss.asnumpy(), grads, params))
-    (loss0, grads0, params0), (loss1, grads1, params1) = results
-    assert close(loss1, loss0)
-    assert grads0.keys() == grads1.keys()
-    for name in grads0:
-        assert close(grads1[name], grads0[name]), name
-    for name in params0:
-        assert close(params1[name], params0[name]), name
 
 
 def test_gluon_training_block_same_step(cifar_tar):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_train
+from helpers import run_train
 
 import resnet_toolkit  # noqa: F401
 from resnet_toolkit.errors import run_cli

@@ -11,10 +11,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import run_wrapper as run_tool
+from helpers import CIFAR_TAR, need
+from helpers import run_wrapper as run_tool
 
-from resnet_toolkit.data import LAYOUTS, check_record_file, count_records
-from resnet_toolkit.im2rec import CIFAR10_CLASSES, read_labels, read_lst, read_records
+from resnet_toolkit.data import LAYOUTS
+from resnet_toolkit.datasets import CIFAR10_CLASSES
+from resnet_toolkit.im2rec import read_lst
+from resnet_toolkit.records import check_record_file, count_records, read_labels, read_records
 from resnet_toolkit.synset import read_synset
 
 
@@ -58,8 +61,6 @@ def test_cifar10_whole_tarball_counts_labels_and_bytes(cifar_rec_dir, cifar_tar)
 @pytest.fixture(scope="module")
 def cifar_small_tree(tmp_path_factory):
     """20 train + 4 test JPEGs per class, extracted from the real tarball into train/<class>/, test/<class>/."""
-    from conftest import CIFAR_TAR, need
-
     tar_path = need(CIFAR_TAR)
     root = tmp_path_factory.mktemp("cifar_small")
     taken: Counter = Counter()
@@ -238,7 +239,7 @@ def test_pass_through_keeps_file_bytes(tmp_path, capsys):
 
 def test_to_bgr8_every_layout():
     """to_bgr8 on every layout OpenCV decodes: gray, gray+alpha, BGR, BGRA, 16-bit."""
-    from resnet_toolkit.im2rec import to_bgr8
+    from resnet_toolkit.images import to_bgr8
 
     gray = np.array([[0, 255], [100, 7]], np.uint8)
     assert (to_bgr8(gray) == gray[:, :, None].repeat(3, axis=2)).all()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_onnx import load_tool
+from helpers import load_tool
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 from resnet_toolkit.errors import UserError
@@ -126,8 +126,9 @@ def resnet50(tmp_path_factory):
 def test_imported_network_equals_gluoncv(tmp_path, resnet50, name, depth, size):
     import mxnet as mx
 
+    from resnet_toolkit.checkpoint import load_checkpoint
     from resnet_toolkit.importer import import_gluoncv
-    from resnet_toolkit.predictor import load_checkpoint, load_model
+    from resnet_toolkit.predictor import load_model
     from symbols import get_net
     from symbols.gluon_resnet_v2 import load_symbol_params
 
@@ -217,8 +218,8 @@ def test_net_in_memory_with_its_own_epsilon(tmp_path):
     """A GluonCV net built with another BN epsilon: the importer reads each BN's epsilon from the net."""
     import mxnet as mx
 
+    from resnet_toolkit.checkpoint import load_checkpoint
     from resnet_toolkit.importer import import_gluoncv
-    from resnet_toolkit.predictor import load_checkpoint
 
     net = random_gluoncv("resnet50_v2", 10, seed=5, eps=1e-3)
     report = import_gluoncv("resnet50_v2", tmp_path / "m", net=net, check_batch=1)
@@ -231,8 +232,8 @@ def test_other_normalisation_is_folded(tmp_path, resnet50):
     """--mean/--std: a network trained on other normalisation statistics still equals GluonCV's on that input."""
     import mxnet as mx
 
+    from resnet_toolkit.checkpoint import load_checkpoint
     from resnet_toolkit.importer import import_gluoncv
-    from resnet_toolkit.predictor import load_checkpoint
 
     net, path = resnet50
     mean, std = (0.5, 0.4, 0.3), (0.25, 0.3, 0.2)

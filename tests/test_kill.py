@@ -3,7 +3,7 @@ picks the newest complete checkpoint, and the resumed run ends bit-identical to 
 
 Real data: ResNet-8 on a 320-image cut of CIFAR-10 (``cifar_small_dir``), compared against
 ``small_reference_run`` (same flags, 3 epochs uninterrupted) under the deterministic settings of
-``test_resume.py`` (conftest.DETERMINISTIC_ENV).
+``test_resume.py`` (helpers.DETERMINISTIC_ENV).
 
 To kill *inside* a write deterministically, a small driver runs ``train_resnet.main`` with
 ``resnet_toolkit.checkpoint.atomic_path`` wrapped so that, for one chosen file, it signals and sleeps after the data is
@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DETERMINISTIC_ENV, ROOT, run_train
-from test_resume import assert_same_params
+from helpers import DETERMINISTIC_ENV, ROOT, assert_same_params, run_train
 
 import resnet_toolkit  # noqa: F401
 from resnet_toolkit.checkpoint import latest_epoch, list_epochs

@@ -4,35 +4,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import CLASSIC_WITH_RESTART
 
 from resnet_toolkit.errors import UserError
 from resnet_toolkit.logparse import error_series, metric_name, parse_file, parse_text, to_csv
-
-# The original's format (MXNet 2016): per-batch lines carry Train-accuracy, "INFO:root:" prefix. The run is killed
-# during epoch 2, then restarted from the epoch-1 checkpoint (Epoch[1] again) and appended to the same log.
-CLASSIC_WITH_RESTART = """\
-INFO:root:Start training with [gpu(0), gpu(1)]
-INFO:root:Epoch[0] Batch [50]\tSpeed: 707.55 samples/sec\tTrain-accuracy=0.198750
-INFO:root:Epoch[0] Batch [100]\tSpeed: 710.01 samples/sec\tTrain-accuracy=0.281250
-INFO:root:Epoch[0] Resetting Data Iterator
-INFO:root:Epoch[0] Time cost=70.421
-INFO:root:Saved checkpoint to "model/resnet-cifar10-164-0-0001.params"
-INFO:root:Epoch[0] Validation-accuracy=0.402670
-INFO:root:Epoch[1] Batch [50]\tSpeed: 705.00 samples/sec\tTrain-accuracy=0.401250
-INFO:root:Epoch[1] Batch [100]\tSpeed: 706.00 samples/sec\tTrain-accuracy=0.451250
-INFO:root:Epoch[1] Time cost=69.900
-INFO:root:Epoch[1] Validation-accuracy=0.502670
-INFO:root:Epoch[2] Batch [50]\tSpeed: 704.00 samples/sec\tTrain-accuracy=0.551250
-INFO:root:Start training with [gpu(0), gpu(1)]
-INFO:root:Epoch[1] Batch [50]\tSpeed: 600.00 samples/sec\tTrain-accuracy=0.411250
-INFO:root:Epoch[1] Batch [100]\tSpeed: 601.00 samples/sec\tTrain-accuracy=0.461250
-INFO:root:Epoch[1] Time cost=80.000
-INFO:root:Epoch[1] Validation-accuracy=0.512670
-INFO:root:Epoch[2] Batch [50]\tSpeed: 602.00 samples/sec\tTrain-accuracy=0.561250
-INFO:root:Epoch[2] Batch [100]\tSpeed: 603.00 samples/sec\tTrain-accuracy=0.571250
-INFO:root:Epoch[2] Time cost=81.000
-INFO:root:Epoch[2] Validation-accuracy=0.602670
-"""
 
 
 def test_classic_log_with_restart_keeps_the_latest_run():

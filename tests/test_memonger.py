@@ -11,6 +11,7 @@ import cv2
 import mxnet as mx
 import numpy as np
 import pytest
+from helpers import assert_plan_keeps_gradients
 
 from resnet_toolkit.errors import UserError
 from symbols import get_symbol, memonger
@@ -39,38 +40,6 @@ def _cifar_batches(tar_path, count: int, batch: int) -> list[mx.io.DataBatch]:
     data = np.stack(images).astype(np.float32)
     return [mx.io.DataBatch([mx.nd.array(data[i * batch:(i + 1) * batch])],
                             [mx.nd.array(labels[i * batch:(i + 1) * batch])]) for i in range(count)]
-
-
-def assert_plan_keeps_gradients(sym, shape: tuple, seed: int) -> None:
-    """``memonger.search_plan(sym)`` saves planned memory, and one forward/backward on the same random inputs gives
-    the same outputs (1e-6) and gradients (1e-5) as ``sym`` itself; the gradients compared are not all zero."""
-    plan = memonger.search_plan(sym, data=shape)
-    assert memonger.planned_memory_mb(plan, data=shape) < memonger.planned_memory_mb(sym, data=shape)
-    rng = np.random.RandomState(seed)
-    plain = sym.simple_bind(mx.cpu(), grad_req="write", data=shape)
-    mirrored = plan.simple_bind(mx.cpu(), grad_req="write", data=shape)
-    for name, array in plain.arg_dict.items():
-        if name == "softmax_label":
-            array[:] = rng.randint(0, 10, array.shape)
-        elif name == "data":
-            array[:] = rng.uniform(0, 255, array.shape)
-        else:
-            array[:] = rng.normal(0, 0.1, array.shape)
-        mirrored.arg_dict[name][:] = array
-    for name, array in plain.aux_dict.items():
-        array[:] = rng.uniform(0.5, 1.5, array.shape)
-        mirrored.aux_dict[name][:] = array
-    for executor in (plain, mirrored):
-        executor.forward(is_train=True)
-        executor.backward()
-    mx.nd.waitall()
-    np.testing.assert_allclose(mirrored.outputs[0].asnumpy(), plain.outputs[0].asnumpy(), rtol=0, atol=1e-6)
-    largest = 0.0
-    for name, grad in plain.grad_dict.items():
-        diff = np.abs(mirrored.grad_dict[name].asnumpy() - grad.asnumpy()).max()
-        assert diff < 1e-5, name
-        largest = max(largest, float(np.abs(grad.asnumpy()).max()))
-    assert largest > 1e-3
 
 
 @pytest.mark.parametrize("depth,batch", [(20, 8), (164, 4)])

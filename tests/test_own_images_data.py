@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_wrapper
-from test_bad_input_tools import snapshot
+from helpers import run_wrapper, snapshot
 
 import resnet_toolkit  # noqa: F401
 from resnet_toolkit.data import get_layout, train_aug
@@ -123,7 +122,8 @@ def test_check_decodes_and_names_the_undecodable_records(digits_copy, capsys):
 def test_an_unsampled_bad_image_stops_validation_in_one_line(digits_copy):
     """An undecodable image the start-of-run sample misses: MXNet 1.9.1's validation iterator (no pad) stops with
     an OpenCV resize error in its C++ thread; reading through :func:`iter_batches` turns it into one line."""
-    from resnet_toolkit.data import iter_batches, make_val_iter, sample_keys
+    from resnet_toolkit.data import iter_batches, make_val_iter
+    from resnet_toolkit.records import sample_keys
 
     rec = digits_copy / "digits_val.rec"
     assert 65 not in sample_keys(list(range(360)))
@@ -187,7 +187,7 @@ def test_images_of_another_size_than_the_input_are_refused(tmp_path, capsys, siz
 
 def report(*sizes: tuple[int, int]):
     """A :class:`DecodeReport` of decodable images of ``sizes`` (height, width), keys 0, 1, 2, ..."""
-    from resnet_toolkit.data import DecodeReport
+    from resnet_toolkit.records import DecodeReport
 
     return DecodeReport(Path("x.rec"), len(sizes), [], [(key, h, w) for key, (h, w) in enumerate(sizes)])
 
@@ -201,7 +201,7 @@ def report(*sizes: tuple[int, int]):
     ("digits", 0, [(32, 32)]),
 ])
 def test_the_original_sizes_pass(data_type, level, sizes):
-    from resnet_toolkit.data import check_image_sizes
+    from resnet_toolkit.records import check_image_sizes
 
     layout = get_layout(data_type)
     check_image_sizes(report(*sizes), layout.image_shape, train_aug(layout, level), "training")
@@ -215,7 +215,7 @@ def test_the_original_sizes_pass(data_type, level, sizes):
     ([(1000, 1000)], train_aug(get_layout("imagenet"), 2), "crops would see 17.7 % of an image"),
 ])
 def test_clearly_wrong_sizes_are_refused(sizes, aug, found):
-    from resnet_toolkit.data import check_image_sizes
+    from resnet_toolkit.records import check_image_sizes
 
     with pytest.raises(UserError, match=re.escape(found)):
         check_image_sizes(report(*sizes), (3, 224, 224), aug, "validation")

@@ -15,8 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT, run_train, run_wrapper
-from test_bad_input_tools import snapshot
+from helpers import ROOT, run_train, run_wrapper, snapshot
 
 import resnet_toolkit  # noqa: F401
 from resnet_toolkit.errors import UserError, run_cli
@@ -179,7 +178,7 @@ def test_no_mirror_reaches_the_record_iterator(digits_dir):
     """Batches read with --no-mirror (pad 0, so crops are whole images) under two seeds hold only the stored
     images as they are; with mirroring some are flipped (the iterator really receives the choice)."""
     from resnet_toolkit.data import make_train_iter
-    from resnet_toolkit.im2rec import read_records
+    from resnet_toolkit.records import read_records
     from resnet_toolkit.train_args import data_layout, parse_args
 
     layout = data_layout(parse_args(folder_flags(digits_dir)))

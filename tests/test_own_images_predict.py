@@ -20,9 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import need_feature
-from test_bad_input_tools import ENV, snapshot
-from test_onnx import load_tool, random_checkpoint
+from helpers import ENV, load_tool, need_feature, random_checkpoint, snapshot
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 
@@ -126,7 +124,7 @@ def test_predict_with_only_bad_images_exits_2(images_and_model, capsys, monkeypa
 
 def test_load_image_shares_the_packers_pixel_limit(images_and_model):
     """One definition of the limit: the packer's ImageLimits, read from the header before decoding."""
-    from resnet_toolkit.im2rec import DEFAULT_MAX_PIXELS, ImageLimits, decode_image
+    from resnet_toolkit.images import DEFAULT_MAX_PIXELS, ImageLimits, decode_image
     from resnet_toolkit.predictor import ImageError, load_image
 
     root, _ = images_and_model
@@ -197,7 +195,8 @@ from pathlib import Path
 import numpy as np
 import resnet_toolkit
 from resnet_toolkit.errors import run_cli
-from resnet_toolkit.im2rec import Item, Transform, pack_items
+from resnet_toolkit.im2rec import Item, pack_items
+from resnet_toolkit.images import Transform
 rec, mode = Path(sys.argv[1]), sys.argv[2]
 rng = np.random.RandomState(1)
 images = [rng.randint(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(40)]

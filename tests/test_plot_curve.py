@@ -5,8 +5,7 @@ import csv
 import re
 
 import pytest
-from test_logparse import CLASSIC_WITH_RESTART
-from test_onnx import load_tool
+from helpers import CLASSIC_WITH_RESTART, load_tool
 
 from resnet_toolkit.logparse import parse_file
 

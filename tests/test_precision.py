@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import need_feature
+from helpers import ROOT, need_feature
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 from resnet_toolkit.errors import UserError
@@ -87,7 +87,7 @@ def digit_batches(tmp_path_factory):
     """4 fixed batches of 32 scikit-learn digits (32x32 RGB, raw 0..255) with their labels."""
     import mxnet as mx
 
-    from resnet_toolkit.im2rec import digits_images
+    from resnet_toolkit.datasets import digits_images
 
     (images, labels), _ = digits_images(seed=0)
     data = np.repeat(images[:4 * BATCH, None], 3, axis=1).astype(np.float32)  # gray -> RGB, NCHW
@@ -233,8 +233,6 @@ def test_bfloat16_refused_in_one_line_where_onednn_has_no_kernels(tmp_path):
     import os
     import subprocess
     import sys
-
-    from conftest import ROOT
 
     from resnet_toolkit.capability import CACHE_ENV
 

@@ -8,34 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_onnx import load_tool, random_checkpoint
+from helpers import held_out_subset, load_tool, random_checkpoint
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT = 500  # CIFAR-10 test images, every 20th record of cifar10_val.rec: all classes, a few seconds each way
 LINE = re.compile(r"^(\d+): class = (.+)  with probability = (\d+\.\d) %$")
-
-
-def held_out_subset(val_rec: Path, out: Path, count: int, stride: int) -> tuple[Path, Path, list[int]]:
-    """Copy every ``stride``-th record of ``val_rec`` (up to ``count``) unchanged into ``out/subset.rec`` (+ .idx)
-    and its JPEG bytes into ``out/images/NNNN.jpg``; return (rec, image folder, labels)."""
-    import mxnet as mx
-
-    src = mx.recordio.MXIndexedRecordIO(str(val_rec.with_suffix(".idx")), str(val_rec), "r")
-    images = out / "images"
-    images.mkdir(parents=True)
-    dst = mx.recordio.MXIndexedRecordIO(str(out / "subset.idx"), str(out / "subset.rec"), "w")
-    labels = []
-    for i, key in enumerate(src.keys[::stride][:count]):
-        item = src.read_idx(key)
-        header, jpeg = mx.recordio.unpack(item)
-        dst.write_idx(i, item)
-        (images / f"{i:04d}.jpg").write_bytes(jpeg)
-        labels.append(int(header.label))
-    src.close()
-    dst.close()
-    return out / "subset.rec", images, labels
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +25,8 @@ def held_out(trained_cifar, tmp_path_factory):
 
 @pytest.mark.data
 def test_predict_gives_the_accuracy_score_reports(trained_cifar, held_out, capsys):
-    from resnet_toolkit.predictor import load_model, score_record
+    from resnet_toolkit.evaluation import score_record
+    from resnet_toolkit.predictor import load_model
 
     rec, images, labels = held_out
     score = score_record(load_model(trained_cifar.prefix, trained_cifar.epoch, batch_size=64), rec, progress=False)

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import train_digits_model
-from test_bad_input_tools import snapshot
-from test_onnx import load_tool, random_checkpoint
+from helpers import load_tool, random_checkpoint, snapshot, train_digits_model
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 

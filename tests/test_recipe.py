@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import run_train
+from helpers import run_train
 
 import resnet_toolkit  # noqa: F401
 from resnet_toolkit.errors import UserError, run_cli

@@ -1,6 +1,6 @@
 """Exact resume: N epochs in one run equal N-1 epochs, a stop, and ``--retrain`` for one more, bit for bit.
 
-What makes it deterministic: :data:`conftest.DETERMINISTIC_ENV` (one OpenMP thread, MXNet's NaiveEngine),
+What makes it deterministic: :data:`helpers.DETERMINISTIC_ENV` (one OpenMP thread, MXNet's NaiveEngine),
 ``--preprocess-threads 1`` and ``--seed``: epoch k's iterator is seeded ``seed + k`` (shuffle and per-image
 augmentation), so the resumed epoch sees the same batches; the optimizer's momentum is restored from ``.states``;
 the update counter restarts at ``begin_epoch * epoch_size``, so the LR is the same at every update. Measured: two
@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-from conftest import run_train
+from helpers import assert_same_params, run_train
 
 import resnet_toolkit  # noqa: F401
 
@@ -21,12 +20,6 @@ pytestmark = pytest.mark.data
 
 def _json_stats(stdout: str) -> list[dict]:
     return [json.loads(line.split("json_stats:", 1)[1]) for line in stdout.splitlines() if "json_stats:" in line]
-
-
-def assert_same_params(a: dict, b: dict) -> None:
-    assert sorted(a) == sorted(b)
-    for key in a:
-        np.testing.assert_array_equal(a[key].asnumpy(), b[key].asnumpy(), err_msg=key)
 
 
 def test_module_resume_equals_uninterrupted(small_reference_run, tmp_path):

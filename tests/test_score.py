@@ -5,9 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import ROOT
-from test_onnx import load_tool, random_checkpoint
-from test_predict import held_out_subset
+from helpers import ROOT, held_out_subset, load_tool, random_checkpoint
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 
@@ -55,7 +53,8 @@ def test_score_counts_by_hand(tmp_path):
     import cv2
     import mxnet as mx
 
-    from resnet_toolkit.predictor import load_model, score_record
+    from resnet_toolkit.evaluation import score_record
+    from resnet_toolkit.predictor import load_model
 
     prefix = random_checkpoint(tmp_path / "resnet-cifar10-20-0", 20, "cifar10", 10, seed=1)
     rng = np.random.RandomState(2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import mxnet as mx
 import numpy as np
 import pytest
+from helpers import random_params
 
 from resnet_toolkit.errors import UserError
 from symbols import get_model, get_net, get_spec, get_symbol, model_names, parse_model_name
@@ -101,27 +102,6 @@ def test_gluon_names_do_not_drift():
     sym = get_symbol(10, 20, "cifar10")
     assert {symbol_name(n) for n in first} == set(sym.list_arguments() + sym.list_auxiliary_states()) - {
         "data", "softmax_label"}
-
-
-def random_params(sym: mx.sym.Symbol, data_shape, seed: int = 0):
-    """Random arg/aux params for ``sym``; BN running statistics away from 0/1 so inference mode is exercised."""
-    rng = np.random.RandomState(seed)
-    arg_shapes, _, aux_shapes = sym.infer_shape(data=data_shape)
-    args = {}
-    for name, shape in zip(sym.list_arguments(), arg_shapes):
-        if name in ("data", "softmax_label"):
-            continue
-        if name.endswith("_weight"):
-            fan_in = int(np.prod(shape[1:]))
-            args[name] = mx.nd.array(rng.normal(0, np.sqrt(2.0 / fan_in), shape))
-        elif name.endswith("_gamma"):
-            args[name] = mx.nd.array(rng.uniform(0.5, 1.5, shape))
-        else:
-            args[name] = mx.nd.array(rng.normal(0, 0.1, shape))
-    aux = {}
-    for name, shape in zip(sym.list_auxiliary_states(), aux_shapes):
-        aux[name] = mx.nd.array(rng.uniform(0.5, 2.0, shape) if name.endswith("_var") else rng.normal(0, 0.2, shape))
-    return args, aux
 
 
 @pytest.mark.parametrize("net_type,depth", [("cifar10", 20), ("cifar10", 164), ("imagenet", 18), ("imagenet", 50)])

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import run_train
+from helpers import load_tool, run_train
 
 import resnet_toolkit  # noqa: F401
 
@@ -215,8 +215,6 @@ def test_folder_data_type_trains_like_its_known_type(small_reference_run, cifar_
 
 def test_train_speed_bench_reads_the_speedometer_lines(small_reference_run):
     """bench/train_speed.py's numbers are the Speedometer's: one per "Speed:" line of a real run, in order."""
-    from test_onnx import load_tool
-
     bench = load_tool("bench/train_speed.py")
     lines = [line for line in small_reference_run.stdout.splitlines() if "Speed:" in line]
     want = [float(line.split("Speed:")[1].split()[0]) for line in lines]

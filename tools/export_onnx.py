@@ -21,16 +21,12 @@ from typing import Sequence
 import numpy as np
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
+from resnet_toolkit.checkpoint import check_checkpoint, resolve_checkpoint
 from resnet_toolkit.errors import UserError, run_cli
 from resnet_toolkit.fileio import atomic_path
-from resnet_toolkit.predictor import (
-    Model,
-    add_checkpoint_args,
-    check_checkpoint,
-    load_model,
-    parse_image_shape,
-    resolve_checkpoint,
-)
+from resnet_toolkit.model_facts import parse_image_shape
+from resnet_toolkit.predictor import Model, load_model
+from resnet_toolkit.tool_args import add_checkpoint_args
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import resnet_toolkit  # noqa: E402,F401  (numpy compatibility before mxnet)
-from resnet_toolkit import im2rec  # noqa: E402
+from resnet_toolkit import datasets, im2rec, images  # noqa: E402
 from resnet_toolkit.errors import UserError, run_cli  # noqa: E402
 
 
@@ -39,9 +39,9 @@ def _quality(text: str) -> int:
 
 def _add_image_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-thread", type=_positive, default=1, help="decode/encode threads (default 1)")
-    p.add_argument("--min-side", type=_positive, default=im2rec.DEFAULT_MIN_SIDE,
+    p.add_argument("--min-side", type=_positive, default=images.DEFAULT_MIN_SIDE,
                    help="skip images whose shorter side is below this, pixels (default %(default)s)")
-    p.add_argument("--max-megapixels", type=float, default=im2rec.DEFAULT_MAX_PIXELS / 1e6,
+    p.add_argument("--max-megapixels", type=float, default=images.DEFAULT_MAX_PIXELS / 1e6,
                    help="skip images larger than this (decompression-bomb guard, default %(default)g)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -112,10 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _limits(args: argparse.Namespace) -> im2rec.ImageLimits:
+def _limits(args: argparse.Namespace) -> images.ImageLimits:
     if args.max_megapixels <= 0:
         raise UserError(f"--max-megapixels must be > 0, got {args.max_megapixels}")
-    return im2rec.ImageLimits(min_side=args.min_side, max_pixels=int(args.max_megapixels * 1e6))
+    return images.ImageLimits(min_side=args.min_side, max_pixels=int(args.max_megapixels * 1e6))
 
 
 def _report(summaries: list[im2rec.PackSummary]) -> None:
@@ -147,27 +147,27 @@ def main(argv: list[str] | None = None) -> int:
                             "--center-crop")
         if args.resize < 0:
             raise UserError(f"--resize must be >= 0, got {args.resize}")
-        transform = im2rec.Transform(resize=args.resize, center_crop=args.center_crop, quality=args.quality,
+        transform = images.Transform(resize=args.resize, center_crop=args.center_crop, quality=args.quality,
                                      encoding=args.encoding, pass_through=args.pass_through, limits=_limits(args))
         _report([im2rec.pack_lst(args.lst, args.root, args.out, transform, args.name, args.num_thread, args.synset,
                                  progress)])
     elif args.command == "cifar10":
-        _report(im2rec.pack_cifar10(args.source, args.out, pass_through=not args.reencode, seed=args.seed,
+        _report(datasets.pack_cifar10(args.source, args.out, pass_through=not args.reencode, seed=args.seed,
                                     num_thread=args.num_thread, quality=args.quality, progress=progress))
     elif args.command == "imagenet":
-        _report(im2rec.pack_imagenet(args.root, args.out, args.quality, args.num_thread, args.seed,
+        _report(datasets.pack_imagenet(args.root, args.out, args.quality, args.num_thread, args.seed,
                                      limits=_limits(args), progress=progress))
     elif args.command == "digits":
-        _report(im2rec.pack_digits(args.out, args.seed, args.val_fraction, progress=progress))
+        _report(datasets.pack_digits(args.out, args.seed, args.val_fraction, progress=progress))
     elif args.command == "extract":
         from resnet_toolkit.safe_io import safe_extract
 
         print(f"extracted {safe_extract(args.archive, args.dest)} files into {args.dest}")
     elif args.command == "check":
-        from resnet_toolkit.data import check_decodable, check_record_file, decode_records
+        from resnet_toolkit.records import check_decodable, check_record_file, decode_records, read_labels
 
         rec, _ = check_record_file(args.rec)
-        labels = Counter(int(label) for _, label in im2rec.read_labels(rec))
+        labels = Counter(int(label) for _, label in read_labels(rec))
         print(f"{rec}: {sum(labels.values())} records, {len(labels)} labels: "
               + " ".join(f"{k}:{v}" for k, v in sorted(labels.items())))
         report = decode_records(rec, every=args.decode)

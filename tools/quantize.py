@@ -17,8 +17,8 @@ import os
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 from resnet_toolkit.errors import run_cli
-from resnet_toolkit.predictor import add_checkpoint_args
 from resnet_toolkit.quantize import CALIB_MODES, quantize_checkpoint
+from resnet_toolkit.tool_args import add_checkpoint_args
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")  # no "Subgraph backend MKLDNN is activated" lines
-    from resnet_toolkit.predictor import parse_image_shape
+    from resnet_toolkit.model_facts import parse_image_shape
 
     shape = parse_image_shape(args.image_shape) if args.image_shape else None
     result = quantize_checkpoint(args.prefix, args.epoch, args.calib_rec, args.num_calib_batches, args.batch_size,

@@ -22,9 +22,11 @@ from pathlib import Path
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 from resnet_toolkit import evaluation
+from resnet_toolkit.checkpoint import resolve_checkpoint
 from resnet_toolkit.errors import UserError, run_cli
 from resnet_toolkit.fileio import check_writable_file
-from resnet_toolkit.predictor import add_checkpoint_args, class_names, load_model_from_flags, resolve_checkpoint
+from resnet_toolkit.predictor import class_names
+from resnet_toolkit.tool_args import add_checkpoint_args, load_model_from_flags
 
 IMAGENET_SYNSET = Path(__file__).resolve().parents[1] / "predict" / "synset.txt"
 
@@ -81,7 +83,7 @@ def check_outputs(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")  # no "Subgraph backend MKLDNN is activated" lines
-    from resnet_toolkit.data import check_record_file
+    from resnet_toolkit.records import check_record_file
 
     if args.resize is not None and args.resize <= 0:
         raise UserError(f"--resize must be a positive number of pixels, got {args.resize}")

@@ -1,0 +1,59 @@
+"""What a checkpoint's graph says about its model, for inference: the classifier (``fc1``), the class count, the
+input size its stem implies, validation's resize for that size, and the ``--image-shape`` text every tool parses."""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from resnet_toolkit.errors import UserError
+
+CLASSIFIER = "fc1"
+
+
+def inference_symbol(symbol):
+    """The network without its training head: ``softmax`` of the classifier's output (``fc1_output``).
+
+    A checkpoint's symbol ends in ``SoftmaxOutput``, which needs a label input; its forward equals this one's.
+    """
+    import mxnet as mx
+
+    internals = symbol.get_internals()
+    outputs = internals.list_outputs()
+    if f"{CLASSIFIER}_output" in outputs:
+        logits = internals[f"{CLASSIFIER}_output"]
+    else:
+        children = symbol.get_children()
+        if children is None:
+            raise UserError("the checkpoint's symbol has no classifier layer (fc1) before its output")
+        logits = children[0]
+    return mx.sym.softmax(logits, axis=1, name="softmax")
+
+
+def num_classes_of(arg_params: dict, params_file: str | os.PathLike = "checkpoint") -> int:
+    """Output count of the classifier ``fc1`` (rows of ``fc1_weight``)."""
+    weight = arg_params.get(f"{CLASSIFIER}_weight")
+    if weight is None:
+        raise UserError(f"{params_file}: has no {CLASSIFIER}_weight; not a checkpoint of this project's networks")
+    return int(weight.shape[0])
+
+
+def default_image_shape(symbol) -> tuple[int, int, int]:
+    """(3, 224, 224) for a network with the ImageNet stem (``pool0``), else (3, 32, 32) (the CIFAR stem)."""
+    return (3, 224, 224) if "pool0_output" in symbol.get_internals().list_outputs() else (3, 32, 32)
+
+
+def default_resize(image_shape: Sequence[int]) -> int:
+    """Validation's shorter side for an input size: 256 for 224 (the 256-short-side val records), else the size."""
+    size = min(image_shape[1:])
+    return size if size <= 64 else int(round(size * 256 / 224))
+
+
+def parse_image_shape(text: str) -> tuple[int, int, int]:
+    """``'3,224,224'`` -> ``(3, 224, 224)``; a clear error otherwise."""
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or shape[0] != 3 or min(shape) <= 0:
+        raise UserError(f"--image-shape must be 3,HEIGHT,WIDTH (e.g. 3,224,224), got {text!r}")
+    return shape  # type: ignore[return-value]
