@@ -10,7 +10,7 @@ REQS ?= requirements.txt
 ISA_TESTS := tests/test_precision.py tests/test_fastpath.py tests/test_predict.py tests/test_families.py \
 	tests/test_quantize.py tests/test_finetune.py tests/test_capability.py
 
-.PHONY: demo test test-isa sysinfo lint bench clean-demo
+.PHONY: demo test test-fast test-isa sysinfo lint bench clean-demo
 
 $(STAMP): $(REQS) requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+# The quick part of the suite: no training, no whole data sets, no processes started (a check while editing).
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" tests
 
 # The ISA-sensitive tests again with oneDNN capped at AVX2: an AVX-512 machine then runs an AVX2-only CPU's kernels.
 test-isa: $(STAMP)

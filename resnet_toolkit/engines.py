@@ -141,7 +141,8 @@ class GluonEngine:
         import mxnet as mx
         from mxnet import gluon
 
-        from resnet_toolkit.precision import make_loss_scaler, mixed_precision_block
+        from resnet_toolkit.lossscale import make_loss_scaler
+        from resnet_toolkit.precision import mixed_precision_block
         from symbols.gluon_resnet_v2 import load_symbol_params
 
         self.contexts = contexts
@@ -190,7 +191,7 @@ class GluonEngine:
         from mxnet import autograd
         from mxnet.gluon.utils import split_and_load
 
-        from resnet_toolkit.precision import backward
+        from resnet_toolkit.lossscale import backward
 
         parts = split_and_load(data, self.contexts, even_split=True)
         target_parts = split_and_load(targets, self.contexts, even_split=True)
@@ -206,7 +207,7 @@ class GluonEngine:
         """As :meth:`ModuleEngine.update`."""
         from mxnet.gluon.utils import split_and_load
 
-        from resnet_toolkit.precision import ready_to_update
+        from resnet_toolkit.lossscale import ready_to_update
 
         outputs = self._pending
         if ready_to_update(self.scaler, self.trainer._params):  # a float16 overflow skips the step

@@ -13,6 +13,22 @@ import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 pytest.register_assert_rewrite("helpers")  # its assertions report like the tests' own; before the import below
 from helpers import CIFAR_TAR, PHOTOS, ROOT, SMALL_TRAIN_FLAGS, TRAINED_CIFAR_FLAGS, copy_records, need, run_train  # noqa: E402
 
+# The `slow` marker: tests that train a network, pack a whole data set or start processes. Besides the tests that
+# carry it themselves, every test using one of these session fixtures or living in one of these modules gets it,
+# so that `pytest -m "not slow"` (make test-fast) runs the quick rest.
+SLOW_FIXTURES = frozenset({"cifar_rec_dir", "trained_cifar", "cifar_small_dir", "small_reference_run"})
+SLOW_MODULES = frozenset({"test_train", "test_dist", "test_launch", "test_kill", "test_resume", "test_finetune",
+                          "test_distill", "test_recipe", "test_score", "test_cifar10_python", "test_import_weights",
+                          "test_own_images_flags", "test_own_images_data", "test_default_epoch"})
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = getattr(item, "module", None)
+        if (SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+                or (module is not None and module.__name__ in SLOW_MODULES)):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def onednn_probe():

@@ -331,7 +331,7 @@ def _gluon_grads(scaler):
     import mxnet as mx
     from mxnet import autograd, gluon
 
-    from resnet_toolkit.precision import backward, gradients, ready_to_update
+    from resnet_toolkit.lossscale import backward, gradients, ready_to_update
     from symbols import get_net
 
     mx.random.seed(4)
@@ -350,7 +350,7 @@ def _gluon_grads(scaler):
 def test_loss_scaling_by_a_power_of_two_gives_the_same_gradients():
     """Scaling the loss's gradient by 2**16 and the gradients back by 2**-16 is exact in binary floating point:
     the update sees bit-identical gradients (float32 here; on a GPU the float16 activations are what it saves)."""
-    from resnet_toolkit.precision import DynamicLossScaler
+    from resnet_toolkit.lossscale import DynamicLossScaler
 
     plain_ok, plain = _gluon_grads(None)
     scaler = DynamicLossScaler()
@@ -364,7 +364,7 @@ def test_loss_scaling_by_a_power_of_two_gives_the_same_gradients():
 def test_loss_scaler_skips_an_overflowing_step_and_halves():
     """A scale beyond float32's range (2**140): the gradients overflow, the step is skipped, the scale halves, the
     gradients are left as they are (not unscaled)."""
-    from resnet_toolkit.precision import DynamicLossScaler
+    from resnet_toolkit.lossscale import DynamicLossScaler
 
     scaler = DynamicLossScaler(init_scale=2.0 ** 140)
     ok, grads = _gluon_grads(scaler)
@@ -373,7 +373,7 @@ def test_loss_scaler_skips_an_overflowing_step_and_halves():
 
 
 def test_loss_scaler_schedule():
-    from resnet_toolkit.precision import DynamicLossScaler, make_loss_scaler
+    from resnet_toolkit.lossscale import DynamicLossScaler, make_loss_scaler
 
     scaler = DynamicLossScaler(init_scale=8.0, growth_interval=3, max_scale=32.0)
     for overflow, expected in [(False, 8), (False, 8), (False, 16), (True, 8), (False, 8), (False, 8),
