@@ -289,7 +289,7 @@ def fit(cfg: RunConfig) -> TrainResult:
                          ckpt.params_path(prefix, start.epoch), "with" if start.states else "without", start.epoch,
                          float(f"{schedule(start.epoch * plan.epoch_size + 1):.12g}"))
         result = TrainResult(prefix, start.epoch, cfg.end_epoch, plan.epoch_size)
-        _epochs(cfg, engine, sym, plan, cluster, schedule, result, log, teacher)
+        Trainer(cfg, engine, sym, plan, cluster, schedule, result, log, teacher).train_model()
     finally:
         log.close()
     return result
@@ -347,20 +347,56 @@ def _write_config(cfg: RunConfig) -> None:
         atomic_write_text(path, json.dumps(saved_config(cfg), indent=1) + "\n")
 
 
-def _epochs(cfg: RunConfig, engine, sym, plan: DataPlan, cluster: Cluster, schedule: Schedule,
-            result: TrainResult, log: TrainingLog, teacher: Teacher | None) -> None:
-    import mxnet as mx
+@dataclass
+class Trainer:
+    """One run's epochs, as pycls and torchvision's references lay them out: :meth:`train_epoch`,
+    :meth:`save_epoch`, :meth:`validate`, and :meth:`train_model` calling them in turn. Everything it needs was
+    worked out once by :func:`fit` (the engine, the data plan, the schedule, where the files go)."""
 
-    metric, val_metric = _metrics(cfg), _metrics(cfg)
-    speedometer = mx.callback.Speedometer(cfg.batch_size, cfg.frequent)
-    targets_of = target_recipe(cfg)
-    for epoch in range(result.begin_epoch, cfg.end_epoch):
+    cfg: RunConfig
+    engine: Any
+    sym: Any
+    plan: DataPlan
+    cluster: Cluster
+    schedule: Schedule
+    result: TrainResult
+    log: TrainingLog
+    teacher: Teacher | None = None
+
+    def train_model(self) -> None:
+        """Every epoch from the start point to ``--end-epoch``: train, checkpoint, validate, log, retain."""
+        for epoch in range(self.result.begin_epoch, self.cfg.end_epoch):
+            train_values, class_counts, elapsed = self.train_epoch(epoch)
+            self.save_epoch(epoch)
+            val_values = self.validate(epoch)
+            stats: dict[str, Any] = {"epoch": epoch}
+            stats.update({f"train-{n}": round(v, 6) for n, v in train_values})
+            stats.update({f"val-{n}": round(v, 6) for n, v in val_values})
+            # 12 significant digits: the rate 0.1 x 0.1 is logged as 0.01, not its float product 0.010000000000000002
+            num_update = (epoch + 1) * self.plan.epoch_size
+            stats.update({"lr": float(f"{self.schedule(num_update):.12g}"), "time": round(elapsed, 3),
+                          "speed": round(self.plan.epoch_size * self.cfg.batch_size / elapsed, 2),
+                          "images-read": int(class_counts.sum()), "class-counts-read": class_counts.tolist()})
+            logging.info("%s", stats_line(stats))
+            self.result.history.append(stats)
+            _retain(self.cfg, self.result.prefix, epoch + 1, dict(val_values).get("accuracy", math.nan))
+            self.log.commit()
+
+    def train_epoch(self, epoch: int) -> tuple[list[tuple[str, float]], np.ndarray, float]:
+        """One epoch of updates on a fresh iterator seeded ``seed + epoch``; returns the training metrics, the
+        images read per class (this worker's share) and the wall time in seconds."""
+        import mxnet as mx
+
+        cfg, engine, plan = self.cfg, self.engine, self.plan
+        metric = _metrics(cfg)
+        speedometer = mx.callback.Speedometer(cfg.batch_size, cfg.frequent)
+        targets_of = target_recipe(cfg)
         tic = time.time()
-        metric.reset()
         train_iter = make_train_iter(plan.train_rec, cfg.layout, cfg.batch_size, cfg.aug_level,
-                                     num_parts=cluster.num_workers, part_index=cluster.rank, seed=cfg.seed + epoch,
-                                     preprocess_threads=cfg.preprocess_threads, mirror=cfg.mirror, pad=cfg.pad)
-        class_counts = np.zeros(cfg.num_classes, dtype=np.int64)  # what this worker read: its share of the data
+                                     num_parts=self.cluster.num_workers, part_index=self.cluster.rank,
+                                     seed=cfg.seed + epoch, preprocess_threads=cfg.preprocess_threads,
+                                     mirror=cfg.mirror, pad=cfg.pad)
+        class_counts = np.zeros(cfg.num_classes, dtype=np.int64)
         for nbatch in range(plan.epoch_size):
             try:
                 batch = next_batch(train_iter, plan.train_rec)
@@ -378,14 +414,14 @@ def _epochs(cfg: RunConfig, engine, sym, plan: DataPlan, cluster: Cluster, sched
             if targets_of.soft:
                 mixed, soft = targets_of.apply(data.asnumpy(), labels, epoch, nbatch)
                 data = data if mixed is None else mx.nd.array(mixed, ctx=data.context)
-                if teacher is not None:  # the teachers see the batch as the student does: mixed, erased
-                    soft = distill_targets(soft, teacher.probabilities(data.asnumpy()), cfg.hard_weight)
+                if self.teacher is not None:  # the teachers see the batch as the student does: mixed, erased
+                    soft = distill_targets(soft, self.teacher.probabilities(data.asnumpy()), cfg.hard_weight)
                 targets = mx.nd.array(soft, ctx=data.context)
             loss = engine.forward_backward(data, targets)
             if not math.isfinite(loss):
                 raise UserError(f"training diverged: loss is {loss} at Epoch[{epoch}] Batch [{nbatch}]; stopped "
-                                f"before updating, newest checkpoint kept: {_newest(result.prefix)} (retrain from "
-                                f"it with a lower --lr)")
+                                f"before updating, newest checkpoint kept: {_newest(self.result.prefix)} (retrain "
+                                f"from it with a lower --lr)")
             engine.update(metric, batch.label[0])
             speedometer(mx.model.BatchEndParam(epoch=epoch, nbatch=nbatch, eval_metric=metric, locals=None))
         del train_iter
@@ -394,38 +430,36 @@ def _epochs(cfg: RunConfig, engine, sym, plan: DataPlan, cluster: Cluster, sched
             logging.info("Epoch[%d] Train-%s=%f", epoch, name, value)
         elapsed = time.time() - tic
         logging.info("Epoch[%d] Time cost=%.3f", epoch, elapsed)
+        return train_values, class_counts, elapsed
 
-        arg_params, aux_params = (float32_params(p) for p in engine.get_params())  # checkpoints are float32
-        num_update = (epoch + 1) * plan.epoch_size
-        states = engine.get_states()
+    def save_epoch(self, epoch: int) -> None:
+        """Checkpoint ``epoch + 1``: float32 parameters, the optimizer state and where the schedule stands (the
+        run's ``PREFIX-args.json`` with its first checkpoint)."""
+        import mxnet as mx
+
+        arg_params, aux_params = (float32_params(p) for p in self.engine.get_params())  # checkpoints are float32
+        num_update = (epoch + 1) * self.plan.epoch_size
+        states = self.engine.get_states()
         states["meta:num_update"] = mx.nd.array([num_update], dtype="float64")
-        states["meta:next_lr"] = mx.nd.array([schedule.curve(num_update + 1)], dtype="float64")
-        if schedule.mode != "step":  # the peak of the curve (a step curve's base_lr is the rate at its start)
-            states["meta:base_lr"] = mx.nd.array([schedule.base_lr], dtype="float64")
-        saved = ckpt.save_checkpoint(result.prefix, epoch + 1, sym, arg_params, aux_params, states,
-                                     replace_symbol=not cfg.retrain)
-        if epoch == result.begin_epoch:
-            _write_config(cfg)
+        states["meta:next_lr"] = mx.nd.array([self.schedule.curve(num_update + 1)], dtype="float64")
+        if self.schedule.mode != "step":  # the peak of the curve (a step curve's base_lr is the rate at its start)
+            states["meta:base_lr"] = mx.nd.array([self.schedule.base_lr], dtype="float64")
+        saved = ckpt.save_checkpoint(self.result.prefix, epoch + 1, self.sym, arg_params, aux_params, states,
+                                     replace_symbol=not self.cfg.retrain)
+        if epoch == self.result.begin_epoch:
+            _write_config(self.cfg)
         logging.info('Saved checkpoint to "%s"', saved)
 
-        # Every worker validates on the whole validation set: in a dist_sync job all hold the same weights, so each
-        # logs the accuracy of the whole set (not of a 1/N share).
-        val_iter = make_val_iter(plan.val_rec, cfg.layout, cfg.batch_size,
+    def validate(self, epoch: int) -> list[tuple[str, float]]:
+        """The metrics over the whole validation file (every worker: in a dist_sync job all hold the same
+        weights, so each logs the accuracy of the whole set, not of a 1/N share)."""
+        cfg = self.cfg
+        val_iter = make_val_iter(self.plan.val_rec, cfg.layout, cfg.batch_size,
                                  preprocess_threads=cfg.preprocess_threads)
-        val_values = evaluate(engine, iter_batches(val_iter, plan.val_rec), val_metric)
+        val_values = evaluate(self.engine, iter_batches(val_iter, self.plan.val_rec), _metrics(cfg))
         for name, value in val_values:
             logging.info("Epoch[%d] Validation-%s=%f", epoch, name, value)
-        stats: dict[str, Any] = {"epoch": epoch}
-        stats.update({f"train-{n}": round(v, 6) for n, v in train_values})
-        stats.update({f"val-{n}": round(v, 6) for n, v in val_values})
-        # 12 significant digits: the rate 0.1 x 0.1 is logged as 0.01, not as its float product 0.010000000000000002
-        stats.update({"lr": float(f"{schedule(num_update):.12g}"), "time": round(elapsed, 3),
-                      "speed": round(plan.epoch_size * cfg.batch_size / elapsed, 2),
-                      "images-read": int(class_counts.sum()), "class-counts-read": class_counts.tolist()})
-        logging.info("%s", stats_line(stats))
-        result.history.append(stats)
-        _retain(cfg, result.prefix, epoch + 1, dict(val_values).get("accuracy", math.nan))
-        log.commit()
+        return val_values
 
 
 def _retain(cfg: RunConfig, prefix: str, epoch: int, accuracy: float) -> None:
