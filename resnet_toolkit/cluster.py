@@ -43,3 +43,26 @@ def make_contexts(gpu_ids: list[int], cpus: int) -> list:
         return [mx.gpu(i) for i in gpu_ids]
     return [mx.cpu(i) for i in range(cpus)]
 
+
+def parse_gpus(text: str) -> list[int]:
+    """``'0,1'`` -> ``[0, 1]``; ``''`` -> ``[]``. A clear error for anything else, or for a GPU that is absent."""
+    text = (text or "").strip()
+    if not text:
+        return []
+    try:
+        ids = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--gpus must be comma-separated GPU ids like '0,1', got {text!r}") from None
+    if any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+        raise UserError(f"--gpus must list distinct non-negative ids, got {text!r}")
+    import mxnet as mx
+
+    try:
+        available = mx.context.num_gpus()
+    except mx.base.MXNetError:
+        available = 0
+    missing = [i for i in ids if i >= available]
+    if missing:
+        seen = f"MXNet sees {available} GPU(s)" if available else "MXNet sees no GPU (CPU build or no CUDA device)"
+        raise UserError(f"--gpus {text}: no GPU {missing[0]} on this machine; {seen}; omit --gpus to train on CPU")
+    return ids

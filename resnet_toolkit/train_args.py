@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resnet_toolkit.checkpoint import add_retention_args, check_retention_args
+from resnet_toolkit.cluster import parse_gpus
+from resnet_toolkit.configfile import config_argv, load_config
 from resnet_toolkit.data import (
     LAYOUTS,
     DatasetLayout,
     add_augmentation_args,
     check_augmentation_args,
-    resolve_augmentation,
 )
 from resnet_toolkit.distill import add_distill_args, check_distill_args
 from resnet_toolkit.errors import UserError
@@ -146,30 +147,6 @@ def build_parser(prog: str = "train_resnet.py") -> argparse.ArgumentParser:
     add_retention_args(parser)
     add_config_args(parser)
     return parser
-
-
-def parse_gpus(text: str) -> list[int]:
-    """``'0,1'`` -> ``[0, 1]``; ``''`` -> ``[]``. A clear error for anything else, or for a GPU that is absent."""
-    text = (text or "").strip()
-    if not text:
-        return []
-    try:
-        ids = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"--gpus must be comma-separated GPU ids like '0,1', got {text!r}") from None
-    if any(i < 0 for i in ids) or len(set(ids)) != len(ids):
-        raise UserError(f"--gpus must list distinct non-negative ids, got {text!r}")
-    import mxnet as mx
-
-    try:
-        available = mx.context.num_gpus()
-    except mx.base.MXNetError:
-        available = 0
-    missing = [i for i in ids if i >= available]
-    if missing:
-        seen = f"MXNet sees {available} GPU(s)" if available else "MXNet sees no GPU (CPU build or no CUDA device)"
-        raise UserError(f"--gpus {text}: no GPU {missing[0]} on this machine; {seen}; omit --gpus to train on CPU")
-    return ids
 
 
 @dataclass(frozen=True)
@@ -395,102 +372,6 @@ def check_writable_dir(folder: str | os.PathLike, what: str) -> Path:
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"{what} folder {folder} is not writable")
     return folder
-
-
-# Flags that say where a run starts, not what it is: left out of PREFIX-args.json so that ``--config`` of that file
-# reproduces the run from scratch.
-NOT_SAVED = ("config", "retrain", "model_load_epoch")
-
-
-def saved_config(args: RunConfig) -> dict:
-    """The resolved flags of a run (every flag of :func:`build_parser` but :data:`NOT_SAVED`), by flag name, as
-    ``PREFIX-args.json`` holds them; ``--config`` reads the file back."""
-    config = {}
-    for action in build_parser()._actions:
-        if action.dest in ("help", *NOT_SAVED) or not action.option_strings:
-            continue
-        value = getattr(args, action.dest)
-        if action.dest == "lr_steps":
-            value = ",".join(map(str, args.lr_step_epochs))
-        config[action.option_strings[0][2:]] = value
-    # the augmentation as trained: a flag not given has its default filled in (resnet_toolkit.fit does the same)
-    config["aug-level"], config["mirror"], config["pad"] = resolve_augmentation(args.layout, args.aug_level,
-                                                                                args.mirror, args.pad)
-    return config
-
-
-def network_flags(config: dict) -> dict:
-    """The values of a :func:`saved_config` mapping (or a ``PREFIX-args.json``) that shape the network: family,
-    depth, cardinality, bottleneck width, classes, and the input image shape as 'C,H,W' (the data type's, or
-    ``--image-shape`` for ``--data-type folder``); a value the mapping lacks is left out."""
-    shape = config.get("image-shape")
-    if config.get("data-type") in LAYOUTS:
-        shape = LAYOUTS[config["data-type"]].image_shape
-    if isinstance(shape, str):
-        try:
-            shape = tuple(int(x) for x in shape.split(","))
-        except ValueError:
-            pass
-    values = {flag: config[flag] for flag in ("network", "depth", "cardinality", "bottleneck-width", "num-classes")
-              if flag in config}
-    if shape is not None:
-        values["image-shape"] = ",".join(map(str, shape)) if isinstance(shape, tuple) else shape
-    return values
-
-
-def load_config(path: str | os.PathLike) -> dict:
-    """Flag values from a JSON or YAML file (a mapping of flag names to values); read as data only (YAML's safe
-    loader: no tags, no objects)."""
-    import json
-
-    import yaml
-
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"--config {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
-    try:
-        config = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "parse error"
-        raise UserError(f"--config {path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} "
-                        f"({first})") from None
-    if not isinstance(config, dict):
-        raise UserError(f"--config {path}: must hold a mapping of flag names to values, got a "
-                        f"{type(config).__name__}")
-    return config
-
-
-def config_argv(config: dict, parser: argparse.ArgumentParser, where: str) -> list[str]:
-    """``config`` as command-line words for ``parser`` (placed before the real ones, which then override)."""
-    actions = {opt[2:]: a for a in parser._actions for opt in a.option_strings if opt.startswith("--")}
-    argv: list[str] = []
-    for key, value in config.items():
-        flag = str(key).replace("_", "-")
-        action = actions.get(flag)
-        if action is None or action.dest in ("help", "config"):
-            known = ", ".join(sorted(k for k in actions if k not in ("help", "config")))
-            raise UserError(f"--config {where}: unknown flag {key!r}; known: {known}")
-        if value is None:
-            continue
-        if isinstance(action, argparse._StoreTrueAction):
-            if not isinstance(value, bool):
-                raise UserError(f"--config {where}: {key} must be true or false, got {value!r}")
-            argv += [f"--{flag}"] if value else []
-        elif isinstance(action, argparse.BooleanOptionalAction):  # --mirror / --no-mirror
-            if not isinstance(value, bool):
-                raise UserError(f"--config {where}: {key} must be true or false, got {value!r}")
-            argv += [f"--{flag}" if value else f"--no-{flag}"]
-        elif isinstance(value, (dict, bool)):
-            raise UserError(f"--config {where}: {key} must be a number, a string or a list, got {value!r}")
-        elif isinstance(value, list) and action.nargs in ("+", "*"):
-            argv += [f"--{flag}", *map(str, value)]  # one word an item (--teacher A,160 B,160)
-        elif isinstance(value, list):
-            argv += [f"--{flag}", ",".join(map(str, value))]
-        else:
-            argv += [f"--{flag}", str(value)]
-    return argv
 
 
 def parse_args(argv: list[str] | None = None) -> RunConfig:

@@ -22,8 +22,9 @@ from resnet_toolkit.recipe import (
     smooth_one_hot,
     soft_cross_entropy,
 )
+from resnet_toolkit.runfiles import saved_config
 from resnet_toolkit.schedule import Schedule, annealed_rate, warmup_rate
-from resnet_toolkit.train_args import build_parser, parse_args, resolve_args, saved_config
+from resnet_toolkit.train_args import build_parser, parse_args, resolve_args
 
 DIGITS_FLAGS = ["--data-type", "digits", "--depth", "8", "--batch-size", "32", "--preprocess-threads", "1",
                 "--frequent", "10", "--seed", "3"]
@@ -400,7 +401,7 @@ def test_retrain_keeps_args_json_and_names_the_changed_flags(recipe_run, tmp_pat
     """A retrain does not rewrite the PREFIX-args.json of the run it continues; it reports the flags it changes."""
     import shutil
 
-    from resnet_toolkit.fit import _config_changes
+    from resnet_toolkit.runfiles import config_changes
 
     full_prefix, flags, _, _ = recipe_run
     shutil.copyfile(f"{full_prefix}-args.json", tmp_path / "m-args.json")
@@ -408,6 +409,6 @@ def test_retrain_keeps_args_json_and_names_the_changed_flags(recipe_run, tmp_pat
     args[args.index("--model-prefix") + 1] = str(tmp_path / "m")
     args[args.index("--end-epoch") + 1] = "5"
     cfg = parse_args([*args, "--retrain", "--lr", "0.05"])
-    assert sorted(_config_changes(cfg)) == ["end-epoch 3 -> 5", "lr None -> 0.05",
+    assert sorted(config_changes(cfg)) == ["end-epoch 3 -> 5", "lr None -> 0.05",
                                             f"model-prefix {full_prefix} -> {tmp_path / 'm'}"]
-    assert _config_changes(parse_args(args)) == []  # not a retrain: nothing to compare
+    assert config_changes(parse_args(args)) == []  # not a retrain: nothing to compare
