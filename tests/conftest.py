@@ -30,6 +30,21 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(autouse=True)
+def no_failed_mxnet_operation_left_behind():
+    """After each test: wait for MXNet's pending operations. One that failed and was never waited on would
+    rethrow its error in a later, unrelated test (MXNet keeps it on shared resources); the test that left it fails
+    here instead, by name."""
+    import sys
+
+    yield
+    if "mxnet" in sys.modules:
+        from resnet_toolkit.errors import clear_failed_ops
+
+        left = clear_failed_ops()
+        assert left is None, f"this test left a failed MXNet operation behind: {left}"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def onednn_probe():
     """Ask oneDNN once per session what runs here (:func:`resnet_toolkit.capability.probe`, a few seconds): every
