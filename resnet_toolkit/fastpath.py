@@ -23,6 +23,7 @@ import mxnet as mx
 import numpy as np
 
 from resnet_toolkit.errors import clear_failed_ops
+from symbols.spec import CLASSIFIER
 
 
 def _bn_scale_shift(gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float,
@@ -197,8 +198,8 @@ def fuse_mkldnn(sym: mx.sym.Symbol, arg_params: dict, aux_params: dict) -> mx.sy
 def strip_softmax(sym: mx.sym.Symbol) -> mx.sym.Symbol:
     """The same graph ending in ``softmax`` (plain probabilities) instead of ``SoftmaxOutput``: no label input."""
     internals = sym.get_internals()
-    if sym.name == "softmax" and "fc1_output" in internals.list_outputs():
-        return mx.sym.softmax(internals["fc1_output"], name="softmax")
+    if sym.name == "softmax" and f"{CLASSIFIER}_output" in internals.list_outputs():
+        return mx.sym.softmax(internals[f"{CLASSIFIER}_output"], name="softmax")
     return sym
 
 

@@ -42,6 +42,7 @@ import numpy as np
 
 from resnet_toolkit.checkpoint import list_epochs, params_path, save_checkpoint, symbol_path
 from resnet_toolkit.errors import UserError
+from symbols.spec import CLASSIFIER
 
 IMPORT_EPOCH = 0  # PREFIX-0000.params, as the original project's published models
 GLUONCV_BN_EPS = 1e-5
@@ -113,7 +114,7 @@ def gluoncv_layers(net_type: str, depth: int) -> list[Layer]:
             if j == 0 and projects:
                 layers.append(Layer(f"{path}.downsample", legacy(scope, "conv"), f"{name}_sc", "conv"))
     layers.append(Layer(f"features.{first_stage + spec.num_stages}", legacy("", "bn"), "bn1", "bn"))
-    layers.append(Layer("output", legacy("", "dense"), "fc1", "dense"))
+    layers.append(Layer("output", legacy("", "dense"), CLASSIFIER, "dense"))
     return layers
 
 
@@ -177,7 +178,7 @@ def convert_params(params: Mapping[str, object], model: str, *, eps: float | Map
     net_type, depth = parse_gluoncv_model(model)
     ours = map_arrays(params, net_type, depth, eps=eps, rgb_mean=rgb_mean, rgb_std=rgb_std,
                       num_classes=num_classes, source=source, model=model)
-    symbol = get_symbol(ours["fc1_weight"].shape[0], depth, net_type)
+    symbol = get_symbol(ours[f"{CLASSIFIER}_weight"].shape[0], depth, net_type)
     arg_params = {n: mx.nd.array(v, dtype=dtype) for n, v in ours.items() if not n.endswith(_AUX)}
     aux_params = {n: mx.nd.array(v, dtype=dtype) for n, v in ours.items() if n.endswith(_AUX)}
     needed = set(symbol.list_arguments()) - {"data", "softmax_label"}
@@ -342,7 +343,7 @@ def check_against_gluoncv(symbol, arg_params: dict, aux_params: dict, reference,
     std = np.asarray(rgb_std, np.float32).reshape(1, 3, 1, 1)
     ctx = next(iter(reference.collect_params().values())).list_ctx()[0]
     want = reference(mx.nd.array((images / 255.0 - mean) / std, ctx=ctx)).asnumpy()
-    logits = symbol.get_internals()["fc1_output"]
+    logits = symbol.get_internals()[f"{CLASSIFIER}_output"]
     exe = logits.simple_bind(mx.cpu(), data=images.shape, grad_req="null")
     exe.copy_params_from(arg_params, aux_params, allow_extra_params=True)
     got = exe.forward(is_train=False, data=mx.nd.array(images))[0].asnumpy()
@@ -396,7 +397,7 @@ def import_gluoncv(model: str, out_prefix: str | os.PathLike, *, params_file: st
         source = str(params_file)
     symbol, arg_params, aux_params = convert_params(params, model, eps=eps, rgb_mean=rgb_mean, rgb_std=rgb_std,
                                                     num_classes=num_classes, source=source)
-    classes = int(arg_params["fc1_weight"].shape[0])
+    classes = int(arg_params[f"{CLASSIFIER}_weight"].shape[0])
     diff = None
     if check_batch:
         reference = net if net is not None else gluoncv_reference(model, params, classes)

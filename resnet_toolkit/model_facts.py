@@ -6,8 +6,7 @@ import os
 from typing import Sequence
 
 from resnet_toolkit.errors import UserError
-
-CLASSIFIER = "fc1"
+from symbols.spec import CLASSIFIER
 
 
 def inference_symbol(symbol):

@@ -17,6 +17,7 @@ import numpy as np
 
 from resnet_toolkit.errors import UserError
 from resnet_toolkit.schedule import LR_MODES
+from symbols.spec import CLASSIFIER
 
 
 # --------------------------------------------------------------------------------------------- soft targets
@@ -132,7 +133,7 @@ class TargetRecipe:
 
 # ------------------------------------------------------------------------------------ per-parameter settings
 _STAGE = re.compile(r"^stage(\d+)_")
-HEAD_PREFIX = "fc1_"
+HEAD_PREFIX = f"{CLASSIFIER}_"
 
 
 def is_decayed(name: str, no_wd: bool = False) -> bool:

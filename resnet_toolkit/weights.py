@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from resnet_toolkit.errors import UserError
+from symbols.spec import CLASSIFIER
 
 
 def init_params(sym, data_shape: tuple[int, ...], seed: int) -> tuple[dict, dict]:
@@ -38,7 +39,7 @@ def check_checkpoint_fits(sym, data_shape, arg_params: dict, aux_params: dict, w
     """A clear error when a loaded checkpoint does not fit the network built from the flags."""
     expected = param_shapes(sym, data_shape)
     loaded = {**arg_params, **aux_params}
-    fc = loaded.get("fc1_bias")
+    fc = loaded.get(f"{CLASSIFIER}_bias")
     if fc is not None and fc.shape[0] != num_classes:
         raise UserError(f"--num-classes {num_classes} does not match checkpoint {where}, which has "
                         f"{fc.shape[0]} classes")
@@ -163,7 +164,7 @@ class FinetuneReport:
 
 
 # The classifier: always initialised afresh by --finetune (the new task's classes).
-CLASSIFIER_PREFIX = "fc1_"
+CLASSIFIER_PREFIX = f"{CLASSIFIER}_"
 
 
 def finetune_params(text: str, sym, data_shape: tuple[int, ...], seed: int

@@ -11,7 +11,7 @@ from __future__ import annotations
 from mxnet.gluon import HybridBlock, nn
 
 from .gluon_resnet_v2 import BN_EPS
-from .spec import ResNetSpec
+from .spec import CLASSIFIER, ResNetSpec
 
 
 def _bn(prefix: str, bn_mom: float, fix_gamma: bool = False) -> nn.BatchNorm:
@@ -90,7 +90,7 @@ class ResNetV1(HybridBlock):
                     for j in range(num_units):
                         self.features.add(ResidualUnitV1(spec, i, j, bn_mom))
                 self.features.add(nn.GlobalAvgPool2D(), nn.Flatten())
-            self.output = nn.Dense(num_classes, prefix="fc1_")
+            self.output = nn.Dense(num_classes, prefix=f"{CLASSIFIER}_")
 
     def hybrid_forward(self, F, x):
         return self.output(self.features(x))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import mxnet as mx
 from mxnet.gluon import HybridBlock, nn
 
-from .spec import ResNetSpec, get_spec
+from .spec import CLASSIFIER, ResNetSpec, get_spec
 
 BN_EPS = 2e-5
 
@@ -80,7 +80,7 @@ class PreActResNet(HybridBlock):
                                                      j > 0, f"stage{i + 1}_unit{j + 1}", spec.bottleneck, bn_mom))
                 self.features.add(_bn("bn1_", bn_mom), nn.Activation("relu"), nn.GlobalAvgPool2D(),
                                   nn.Flatten())
-            self.output = nn.Dense(num_classes, prefix="fc1_")
+            self.output = nn.Dense(num_classes, prefix=f"{CLASSIFIER}_")
 
     def hybrid_forward(self, F, x):
         return self.output(self.features(x))

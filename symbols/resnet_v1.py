@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import mxnet as mx
 
-from .spec import ResNetSpec
+from .spec import CLASSIFIER, ResNetSpec
 
 BN_EPS = 2e-5
 
@@ -97,5 +97,5 @@ def resnet_symbol(spec: ResNetSpec, num_classes: int, bn_mom: float = 0.9, works
             body = residual_unit(body, spec, i, j, bn_mom, workspace, memonger)
     body = mx.sym.Pooling(data=body, global_pool=True, kernel=(7, 7), pool_type="avg", name="pool1")
     body = mx.sym.Flatten(data=body, name="flatten0")
-    fc1 = mx.sym.FullyConnected(data=body, num_hidden=num_classes, name="fc1")
+    fc1 = mx.sym.FullyConnected(data=body, num_hidden=num_classes, name=CLASSIFIER)
     return mx.sym.SoftmaxOutput(data=fc1, name="softmax")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import mxnet as mx
 
-from .spec import ResNetSpec, get_spec
+from .spec import CLASSIFIER, ResNetSpec, get_spec
 
 BN_EPS = 2e-5
 
@@ -74,7 +74,7 @@ def resnet_symbol(spec: ResNetSpec, num_classes: int, bn_mom: float = 0.9, works
     body = mx.sym.Activation(data=_bn(body, "bn1", bn_mom), act_type="relu", name="relu1")
     body = mx.sym.Pooling(data=body, global_pool=True, kernel=(7, 7), pool_type="avg", name="pool1")
     body = mx.sym.Flatten(data=body, name="flatten0")
-    fc1 = mx.sym.FullyConnected(data=body, num_hidden=num_classes, name="fc1")
+    fc1 = mx.sym.FullyConnected(data=body, num_hidden=num_classes, name=CLASSIFIER)
     return mx.sym.SoftmaxOutput(data=fc1, name="softmax")
 
 

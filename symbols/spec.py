@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from .errors import UserError
 
 NET_TYPES = ("cifar10", "imagenet")
+CLASSIFIER = "fc1"  # the classifier layer of every network here (the original's name): fc1_weight, fc1_bias
 
 # depth -> (units per stage, bottleneck)
 IMAGENET_UNITS: dict[int, tuple[tuple[int, ...], bool]] = {
