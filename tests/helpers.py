@@ -335,3 +335,17 @@ INFO:root:Epoch[2] Batch [100]\tSpeed: 603.00 samples/sec\tTrain-accuracy=0.5712
 INFO:root:Epoch[2] Time cost=81.000
 INFO:root:Epoch[2] Validation-accuracy=0.602670
 """
+
+
+def train_fails(argv, capsys) -> str:
+    """Run ``train_resnet.py`` in-process with ``argv``; assert exit 2 and exactly one ``error:`` line on stderr;
+    return the message after ``error: ``."""
+    from resnet_toolkit.errors import run_cli
+    from train_resnet import main
+
+    with pytest.raises(SystemExit) as exc:
+        run_cli(main, [str(a) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2
+    assert len(err) == 1 and ": error: " in err[0] and "Traceback" not in err[0], err
+    return err[0].split(": error: ", 1)[1]

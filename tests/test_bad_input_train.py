@@ -13,11 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, SMALL_TRAIN_FLAGS, run_train
+from helpers import ROOT, SMALL_TRAIN_FLAGS, run_train, train_fails
 
 import resnet_toolkit  # noqa: F401
-from resnet_toolkit.errors import run_cli
-from train_resnet import main
 
 pytestmark = pytest.mark.data
 
@@ -42,16 +40,6 @@ def good(small_reference_run, cifar_small_dir, tmp_path):
                "--log-file", str(folder / "train.log")]
     g.digest = lambda: {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
     return g
-
-
-def fails(argv, capsys) -> str:
-    """Run the CLI in-process; assert exit 2 and exactly one ``error:`` line on stderr; return that line."""
-    with pytest.raises(SystemExit) as exc:
-        run_cli(main, [str(a) for a in argv])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert exc.value.code == 2
-    assert len(err) == 1 and ": error: " in err[0] and "Traceback" not in err[0], err
-    return err[0].split(": error: ", 1)[1]
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -94,19 +82,19 @@ def fails(argv, capsys) -> str:
 ])
 def test_bad_flag(good, capsys, extra, message):
     before = good.digest()
-    assert fails([*good.flags, *extra], capsys).startswith(message.format(prefix=good.prefix,
+    assert train_fails([*good.flags, *extra], capsys).startswith(message.format(prefix=good.prefix,
                                                                       data_dir=good.data_dir))
     assert good.digest() == before
 
 
 def test_retrain_without_any_checkpoint(good, tmp_path, capsys):
-    message = fails([*good.flags, "--retrain", "--model-prefix", tmp_path / "empty" / "m"], capsys)
+    message = train_fails([*good.flags, "--retrain", "--model-prefix", tmp_path / "empty" / "m"], capsys)
     assert message == f"no checkpoint to retrain from: no {tmp_path / 'empty' / 'm'}-NNNN.params file"
 
 
 def test_missing_data_dir(good, tmp_path, capsys):
     before = good.digest()
-    message = fails([*good.flags, "--data-dir", tmp_path / "nowhere"], capsys)
+    message = train_fails([*good.flags, "--data-dir", tmp_path / "nowhere"], capsys)
     assert message.startswith(f"--data-dir {tmp_path / 'nowhere'}: no such folder (make it with: python tools/")
     assert good.digest() == before
 
@@ -115,7 +103,7 @@ def test_model_prefix_folder_not_writable(good, tmp_path, capsys):
     """A prefix whose folder cannot exist (a file stands where the folder should be)."""
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    message = fails([*good.flags, "--model-prefix", blocker / "sub" / "m"], capsys)
+    message = train_fails([*good.flags, "--model-prefix", blocker / "sub" / "m"], capsys)
     assert message.startswith(f"cannot create checkpoint (--model-prefix) folder {blocker / 'sub'}:")
     assert blocker.read_text() == "not a folder"
 
@@ -126,7 +114,7 @@ def test_model_prefix_folder_read_only(good, tmp_path, capsys):
     folder.mkdir()
     folder.chmod(0o500)
     try:
-        message = fails([*good.flags, "--model-prefix", folder / "m"], capsys)
+        message = train_fails([*good.flags, "--model-prefix", folder / "m"], capsys)
     finally:
         folder.chmod(0o700)
     assert message == f"checkpoint (--model-prefix) folder {folder} is not writable"
@@ -136,7 +124,7 @@ def test_log_file_folder_not_writable(good, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     before = good.digest()
-    message = fails([*good.flags, "--retrain", "--end-epoch", "4", "--log-file", blocker / "train.log"], capsys)
+    message = train_fails([*good.flags, "--retrain", "--end-epoch", "4", "--log-file", blocker / "train.log"], capsys)
     assert message.startswith(f"cannot create --log-file folder {blocker}:")
     assert good.digest() == before
 

@@ -15,21 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers import ROOT, run_train, run_wrapper, snapshot
+from helpers import ROOT, run_train, run_wrapper, snapshot, train_fails
 
 import resnet_toolkit  # noqa: F401
 from resnet_toolkit.errors import UserError, run_cli
 from train_resnet import main
-
-
-def fails(argv, capsys) -> str:
-    """Run train_resnet.py in-process; assert exit 2 and exactly one ``error:`` line; return the message."""
-    with pytest.raises(SystemExit) as exc:
-        run_cli(main, [str(a) for a in argv])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert exc.value.code == 2
-    assert len(err) == 1 and ": error: " in err[0] and "Traceback" not in err[0], err
-    return err[0].split(": error: ", 1)[1]
 
 
 def folder_flags(digits_dir: Path) -> list[str]:
@@ -72,7 +62,7 @@ def test_retrain_refuses_another_network(copied, capsys, extra, change):
     """Any change of network shape is refused in one line naming saved and requested values; no file changes."""
     prefix, flags = copied
     before = snapshot(prefix.parent)
-    assert fails([*flags, *extra], capsys) == (
+    assert train_fails([*flags, *extra], capsys) == (
         f"--retrain cannot change the network saved in {prefix}-args.json: {change} (saved -> requested); start "
         f"a new run with another --model-prefix (--finetune {prefix} starts one from its weights)")
     assert snapshot(prefix.parent) == before
@@ -84,7 +74,7 @@ def test_retrain_without_args_json_refuses_a_shallower_network(copied, capsys):
     prefix, flags = copied
     Path(f"{prefix}-args.json").unlink()
     before = snapshot(prefix.parent)
-    assert fails([*flags, "--depth", "8"], capsys) == (
+    assert train_fails([*flags, "--depth", "8"], capsys) == (
         f"checkpoint {prefix}-0001.params has parameter 'stage1_unit2_bn1_beta' (30 in all) that the network "
         f"built from the flags lacks: it was trained with another --depth, --network or --data-type")
     assert snapshot(prefix.parent) == before
@@ -200,14 +190,14 @@ def test_no_mirror_reaches_the_record_iterator(digits_dir):
     (["--pad", "33"], "--pad must be 0..32 pixels (the input's size), got 33"),
 ])
 def test_bad_augmentation_flags(digits_dir, tmp_path, capsys, extra, message):
-    assert fails([*folder_flags(digits_dir), "--depth", "8", "--model-prefix", tmp_path / "m", *extra],
+    assert train_fails([*folder_flags(digits_dir), "--depth", "8", "--model-prefix", tmp_path / "m", *extra],
                  capsys) == message
     assert not (tmp_path / "m-symbol.json").exists()
 
 
 # ------------------------------------------------------------------------------- item 10: smaller defects
 def test_unknown_data_type_lists_folder(capsys):
-    assert fails(["--data-type", "mnist"], capsys) == (
+    assert train_fails(["--data-type", "mnist"], capsys) == (
         "argument --data-type: invalid choice: 'mnist' (choose from 'cifar10', 'imagenet', 'digits', 'folder') "
         "(see --help)")
 
@@ -221,7 +211,7 @@ def test_unknown_data_type_lists_folder(capsys):
 def test_config_value_errors_name_the_file(tmp_path, capsys, text, message):
     config = tmp_path / "run.yaml"
     config.write_text(text)
-    assert fails(["--config", config], capsys) == f"--config {config}: {message}"
+    assert train_fails(["--config", config], capsys) == f"--config {config}: {message}"
 
 
 def test_help_states_each_default_once_and_every_aug_level(capsys):
