@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Input-pipeline throughput (images/s) of the training iterators, to compare with training throughput.
 
 Two cases, as the original trains them:
@@ -6,7 +5,7 @@ Two cases, as the original trains them:
 - ImageNet size, aug level 2 (scale 0.533-1, aspect 0.25, HSL jitter, crop 224 + mirror), from the photos packed at
   shorter side 480 and quality 90 (repeated to ``--imagenet-records`` records).
 
-    python bench/data_throughput.py --cifar-tar ../shared/data/cifar10-jpg.tar.gz --photos ../shared/data/photos
+    python -m bench.data_throughput --cifar-tar ../shared/data/cifar10-jpg.tar.gz --photos ../shared/data/photos
 
 Each figure is images delivered per second over ``--seconds`` of iteration after one warm-up batch, with
 ``preprocess_threads`` = each value of ``--threads``. Prints one line per measurement and a JSON line at the end.
@@ -15,19 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import resnet_toolkit  # noqa: E402,F401  (numpy compatibility before mxnet)
-from resnet_toolkit.data import get_layout, make_train_iter  # noqa: E402
-from resnet_toolkit.datasets import pack_cifar10  # noqa: E402
-from resnet_toolkit.errors import UserError, run_cli  # noqa: E402
-from resnet_toolkit.im2rec import Item, pack_items  # noqa: E402
-from resnet_toolkit.images import Transform  # noqa: E402
+import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
+from resnet_toolkit.data import get_layout, make_train_iter
+from resnet_toolkit.datasets import pack_cifar10
+from resnet_toolkit.errors import UserError, run_cli
+from resnet_toolkit.im2rec import Item, pack_items
+from resnet_toolkit.images import Transform
 
 
 def measure(it, seconds: float) -> float:

@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """How much CIFAR-10 accuracy depends on JPEG loss: the same ResNet-20-v2 training budget on the tarball's images
 as packed (quality ~75) and on copies re-encoded at lower qualities, training and test sets alike.
 
-    python bench/jpeg_quality.py --source ../shared/data/cifar10-jpg.tar.gz --work /tmp/jpeg-quality \\
+    python -m bench.jpeg_quality --source ../shared/data/cifar10-jpg.tar.gz --work /tmp/jpeg-quality \\
         --qualities 50 30 --epochs 15 --json bench/results/jpeg-quality/results.json \\
         --log-dir bench/results/jpeg-quality
 
@@ -15,7 +14,7 @@ through), then trained with ``train_resnet.py`` (the recommended recipe: cosine,
 copy's entropy-coded bytes an image and its PSNR against the tarball's decoded pixels (first 2,000 test images),
 and the last and best epoch's top-1.
 
-    python bench/jpeg_quality.py --photos ../shared/data/photos --qualities 50 30
+    python -m bench.jpeg_quality --photos ../shared/data/photos --qualities 50 30
 
 prints what the tarball cannot show: 32x32 tiles of real photographs (downscaled 4-8x, so clean) encoded once at
 quality 75, as the tarball's images were, then re-encoded at each quality: the PSNR of the first step beside the
@@ -23,17 +22,13 @@ PSNR of the steps trained on here.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.trainrun import cifar_flags, train  # noqa: E402
+from bench import grid
 
 RECIPE = ["--lr-mode", "cosine", "--warmup-epochs", "1", "--warmup-lr", "0.01", "--label-smoothing", "0.1",
           "--no-wd", "--wd", "0.0005"]
@@ -118,21 +113,15 @@ def first_generation(photos: Path, qualities: list[int]) -> list[dict]:
     return rows
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = grid.cifar_parser(__doc__, epochs=15, num_examples=50000, data_dir=False)
     parser.add_argument("--source", help="the CIFAR-10 tarball (or image tree)")
     parser.add_argument("--work", help="folder for the packed copies (one subfolder a quality)")
     parser.add_argument("--qualities", type=int, nargs="+", default=[50, 30],
                         help="JPEG qualities to re-encode at, besides the tarball as-is")
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--num-examples", type=int, default=50000, help="training images an epoch")
-    parser.add_argument("--depth", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", help="write the results here (updated after every run)")
-    parser.add_argument("--log-dir", help="keep each run's training log here")
     parser.add_argument("--photos", help="folder of photographs: only print the first-generation comparison "
                                          "(their 32x32 tiles encoded at 75, then at --qualities), no training")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if any(not 1 <= q <= 100 for q in args.qualities):
         parser.error("--qualities must be between 1 and 100")
 
@@ -142,13 +131,12 @@ def main() -> int:
         return 0
     if not (args.source and args.work):
         parser.error("--source and --work are needed (or --photos alone)")
-    work = Path(args.work)
-    log_dir = Path(args.log_dir) if args.log_dir else work
-    log_dir.mkdir(parents=True, exist_ok=True)
-    results = []
-    print("| JPEG | scan bytes an image | PSNR vs as-is, dB | top-1, last epoch | best epoch's top-1 |", flush=True)
+    work, log_dir = grid.folders(args.work, args.log_dir, "jpeg-quality-")
+    table = grid.Table(args.json, {"epochs": args.epochs, "num_examples": args.num_examples, "depth": args.depth,
+                                   "seed": args.seed, "recipe": RECIPE},
+                       ["JPEG", "scan bytes an image", "PSNR vs as-is, dB", "top-1, last epoch", "best epoch's top-1"])
     reference = None
-    for quality in [None, *args.qualities]:
+    for quality in [None, *args.qualities]:  # the grid: one cell a quality, each packed before it trains
         name = "as-is" if quality is None else f"q{quality}"
         data = work / name
         size = pack(args.source, data, quality)
@@ -156,19 +144,14 @@ def main() -> int:
         reference = images if reference is None else reference
         size["scan_bytes"] = round(scan_bytes, 1)
         size["psnr_db"] = None if quality is None else round(psnr(images, reference), 2)
-        stats, wall_s = train([*cifar_flags(data, epochs=args.epochs, num_examples=args.num_examples, seed=args.seed,
-                                            depth=args.depth, prefix=work / f"model-{name}" / "m",
-                                            log_file=log_dir / f"{name}.log"), *RECIPE], name)
-        accs = [s["val-accuracy"] for s in stats]
-        results.append({"jpeg": name, "quality": quality, **size, "last": accs[-1], "best": max(accs),
-                        "val-accuracy": accs, "train-accuracy": [s["train-accuracy"] for s in stats],
-                        "wall_s": wall_s, "log": str(log_dir / f"{name}.log")})
+        log = log_dir / f"{name}.log"
+        run = grid.train([*grid.cifar_flags(data, epochs=args.epochs, num_examples=args.num_examples, seed=args.seed,
+                                            depth=args.depth, prefix=work / f"model-{name}" / "m", log_file=log),
+                          *RECIPE], name)
         shown = "–" if size["psnr_db"] is None else f"{size['psnr_db']:.1f}"
-        print(f"| {name} | {scan_bytes:.0f} | {shown} | {accs[-1]:.4f} | {max(accs):.4f} |", flush=True)
-        if args.json:
-            Path(args.json).write_text(json.dumps({"epochs": args.epochs, "num_examples": args.num_examples,
-                                                   "depth": args.depth, "seed": args.seed, "recipe": RECIPE,
-                                                   "runs": results}, indent=1) + "\n")
+        table.add({"jpeg": name, "quality": quality, **size, **run.figures(), "train-accuracy": run.train_accuracy,
+                   "log": str(log)},
+                  [name, f"{scan_bytes:.0f}", shown, f"{run.last:.4f}", f"{run.best:.4f}"])
     return 0
 
 

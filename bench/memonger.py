@@ -7,8 +7,8 @@ with :func:`symbols.memonger.search_plan`, and times the search. Then each varia
 ``--steps`` timed steps on random 0..255 images, and reports the median step time, its resident memory just
 before the first step, and its peak resident memory (``VmHWM`` of /proc/self/status) at the end.
 
-    .venv/bin/python bench/memonger.py                                   # ResNet-1001 b64 and ResNet-200 b8
-    .venv/bin/python bench/memonger.py --configs cifar10:164:64 --steps 3 --json /tmp/memonger.json
+    .venv/bin/python -m bench.memonger                                   # ResNet-1001 b64 and ResNet-200 b8
+    .venv/bin/python -m bench.memonger --configs cifar10:164:64 --steps 3 --json /tmp/memonger.json
 
 The plain ResNet-1001 at batch 64 needs about 10 GB of RAM. Compare only ratios taken in the same run.
 """
@@ -96,8 +96,8 @@ def run_config(net_type: str, depth: int, batch: int, steps: int) -> dict:
             report = memonger.memory_report(network, data=shape)
             path = Path(tmp) / f"{name}-symbol.json"
             network.save(str(path))
-            cmd = [sys.executable, __file__, "--worker", str(path), "--shape", ",".join(map(str, shape)),
-                   "--steps", str(steps)]
+            cmd = [sys.executable, "-m", "bench.memonger", "--worker", str(path), "--shape",
+                   ",".join(map(str, shape)), "--steps", str(steps)]
             out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
             if out.returncode != 0:
                 raise RuntimeError(f"{name} worker failed:\n{out.stderr[-2000:]}")

@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """What each recipe option buys: the same short budget of CIFAR-10 ResNet-20-v2 training with the original recipe
 and with each option of ``train_resnet.py`` turned on by itself, then all of the recommended ones together.
 
-    python bench/recipe_ablation.py --data-dir data/cifar10 --epochs 15 --num-examples 10000 \\
+    python -m bench.recipe_ablation --data-dir data/cifar10 --epochs 15 --num-examples 10000 \\
         --json bench/results/recipe-ablation.json --log-dir bench/results/recipe-ablation
 
 The original recipe: NAG, lr 0.1, x0.1 at 60 % and 80 % of the epochs (the original's 120/160 of 200, scaled),
@@ -12,19 +11,13 @@ below ~0.5 points are within seed-to-seed noise at this budget.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import tempfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.trainrun import cifar_flags, train  # noqa: E402
+from bench import grid
 
 
 def configs(epochs: int) -> dict[str, list[str]]:
+    """The grid: configuration name -> the flags it adds to :func:`bench.grid.cifar_flags`."""
     steps = f"{round(epochs * 0.6)},{round(epochs * 0.8)}"
     original = ["--lr-mode", "step", "--lr-steps", steps]
     cosine = ["--lr-mode", "cosine"]
@@ -46,38 +39,26 @@ def configs(epochs: int) -> dict[str, list[str]]:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", required=True, help="folder with cifar10_train.rec / cifar10_val.rec")
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--num-examples", type=int, default=10000, help="training images per epoch")
-    parser.add_argument("--depth", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
+def main(argv: list[str] | None = None) -> int:
+    parser = grid.cifar_parser(__doc__, epochs=15, num_examples=10000)
     parser.add_argument("--only", nargs="*", help="run only the configurations whose name starts with these")
-    parser.add_argument("--json", help="write the results here (updated after every run)")
-    parser.add_argument("--log-dir", help="keep each run's training log here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be at least 2 (the original's two rate drops need two epochs)")
 
-    work = Path(tempfile.mkdtemp(prefix="recipe-ablation-"))
-    log_dir = Path(args.log_dir) if args.log_dir else work
-    log_dir.mkdir(parents=True, exist_ok=True)
-    results = []
+    work, log_dir = grid.folders(None, args.log_dir, "recipe-ablation-")
+    table = grid.Table(args.json, {"epochs": args.epochs, "num_examples": args.num_examples, "depth": args.depth,
+                                   "seed": args.seed},
+                       ["configuration", "flags added", "top-1, last epoch", "best epoch's top-1"])
     for i, (name, extra) in enumerate(configs(args.epochs).items()):
         if args.only and not any(name.startswith(o) for o in args.only):
             continue
-        stats, wall_s = train([*cifar_flags(args.data_dir, epochs=args.epochs, num_examples=args.num_examples,
+        log = log_dir / f"run{i}.log"
+        run = grid.train([*grid.cifar_flags(args.data_dir, epochs=args.epochs, num_examples=args.num_examples,
                                             seed=args.seed, depth=args.depth, prefix=work / f"run{i}" / "m",
-                                            log_file=log_dir / f"run{i}.log"), *extra], name)
-        accs = [s["val-accuracy"] for s in stats]
-        results.append({"config": name, "flags": extra, "last": accs[-1], "best": max(accs), "val-accuracy": accs,
-                        "wall_s": wall_s, "log": str(log_dir / f"run{i}.log")})
-        print(f"| {name} | `{' '.join(extra)}` | {accs[-1]:.4f} | {max(accs):.4f} |", flush=True)
-        if args.json:
-            Path(args.json).write_text(json.dumps({"epochs": args.epochs, "num_examples": args.num_examples,
-                                                   "depth": args.depth, "seed": args.seed, "runs": results},
-                                                  indent=1) + "\n")
+                                            log_file=log), *extra], name)
+        table.add({"config": name, "flags": extra, **run.figures(), "log": str(log)},
+                  [name, f"`{' '.join(extra)}`", f"{run.last:.4f}", f"{run.best:.4f}"])
     return 0
 
 

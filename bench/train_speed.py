@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """End-to-end training speed of ``train_resnet.py`` (images/s read from its own Speedometer lines) under several
 sets of flags, run in rotation so that a shared machine's load falls on all of them alike.
 
@@ -7,7 +6,7 @@ its speed is the median of the Speedometer's ``Speed: N samples/sec`` windows af
 iterator's start-up). The report gives, per configuration, the median over rounds and the median of per-round
 ratios to the first configuration.
 
-    python bench/train_speed.py --data-dir DIR --data-type cifar10 --depth 20 --batch-size 128 --rounds 3 \\
+    python -m bench.train_speed --data-dir DIR --data-type cifar10 --depth 20 --batch-size 128 --rounds 3 \\
         --config default= --config plain=--plain-graph --config gluon=--api,gluon \\
         --config gluon-plain=--api,gluon,--plain-graph
 

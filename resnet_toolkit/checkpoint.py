@@ -52,20 +52,35 @@ def latest_epoch(prefix: str | os.PathLike) -> int | None:
     return epochs[-1] if epochs else None
 
 
-def resolve_epoch(prefix: str | os.PathLike, requested: str | int | None) -> int:
-    """The epoch to load: ``requested`` as a number, or the newest for None / ``-1`` / ``'latest'``.
+def resolve_epoch(prefix: str | os.PathLike, requested: str | int | None = None, *, need_symbol: bool = False,
+                  flag: str = "") -> int:
+    """The one picker of the checkpoint epoch to load (``--retrain``, ``--finetune``, ``--teacher``, the tools'
+    ``--epoch``): ``requested`` as a number (an int or a numeric string), or the newest complete checkpoint (the
+    largest NNNN with a ``-NNNN.params`` file) for None / ``-1`` / ``'latest'``.
 
-    Raises :class:`UserError` naming the epochs that exist when the requested one does not.
+    ``need_symbol`` also requires ``PREFIX-symbol.json`` (the tools load the saved graph; a training run rebuilds
+    it). Each failure is one :class:`UserError` line, starting with ``flag`` when given: no checkpoint at all
+    names the files and the folder it looked in; a missing epoch names the epochs that exist.
     """
+    head = f"{flag}: " if flag else ""
+    name, folder = Path(prefix).name, Path(prefix).parent
+    looked = f"{name}-symbol.json and {name}-*.params" if need_symbol else f"{name}-*.params"
+    where = os.path.abspath(folder) + ("" if folder.is_dir() else ", a folder that does not exist")
     epochs = list_epochs(prefix)
-    if requested is None or str(requested) in ("-1", "latest"):
+    text = str(requested).strip()
+    if requested is None or text in ("-1", "latest"):
         if not epochs:
-            raise UserError(f"no checkpoint to retrain from: no {prefix}-NNNN.params file")
-        return epochs[-1]
-    epoch = int(requested)
-    if epoch not in epochs:
-        have = ", ".join(map(str, epochs)) if epochs else "none"
-        raise UserError(f"no checkpoint {params_path(prefix, epoch)}; epochs that exist under {prefix}: {have}")
+            raise UserError(f"{head}no checkpoint {name}-NNNN.params (looked for {looked} in {where})")
+        epoch = epochs[-1]
+    elif text.isdigit():
+        epoch = int(text)
+    else:
+        raise UserError(f"{head}the epoch must be a number >= 0, -1 or 'latest', got {requested!r}")
+    if need_symbol and not symbol_path(prefix).is_file():
+        raise UserError(f"{head}{symbol_path(prefix)}: no such checkpoint symbol file (check --prefix)")
+    if not params_path(prefix, epoch).is_file():
+        have = f"saved epochs: {', '.join(map(str, epochs))}" if epochs else f"none saved: looked in {where}"
+        raise UserError(f"{head}no checkpoint {params_path(prefix, epoch)} ({have})")
     return epoch
 
 
@@ -196,31 +211,9 @@ def check_retention_args(args) -> None:
 
 # ---------------------------------------------------------------- finding and loading a checkpoint
 def check_checkpoint(prefix: str | os.PathLike, epoch: int) -> tuple[Path, Path]:
-    """The checkpoint's two files; a :class:`UserError` naming the missing one (and the epochs that exist)."""
-    symbol_file, params_file = symbol_path(prefix), params_path(prefix, epoch)
-    if not symbol_file.is_file():
-        raise UserError(f"{symbol_file}: no such checkpoint symbol file (check --prefix)")
-    if not params_file.is_file():
-        epochs = list_epochs(prefix)
-        have = f"saved epochs: {', '.join(map(str, epochs))}" if epochs else "no epoch saved for this prefix"
-        raise UserError(f"{params_file}: no checkpoint for epoch {epoch} ({have})")
-    return symbol_file, params_file
-
-
-def resolve_checkpoint(prefix: str | os.PathLike, epoch: int | None = None) -> int:
-    """The epoch to load: ``epoch`` itself, or for None the newest complete checkpoint (the largest NNNN with a
-    ``-NNNN.params`` file; the original project's published models are epoch 0). A :class:`UserError` naming the
-    files it looked for when there is none, and :func:`check_checkpoint`'s errors otherwise."""
-    if epoch is None:
-        epochs = list_epochs(prefix)
-        if not epochs:
-            name, folder = Path(prefix).name, Path(prefix).parent
-            where = os.path.abspath(folder) + ("" if folder.is_dir() else ", a folder that does not exist")
-            raise UserError(f"no checkpoint {name}-NNNN.params (looked for {name}-symbol.json and {name}-*.params "
-                            f"in {where})")
-        epoch = epochs[-1]
-    check_checkpoint(prefix, epoch)
-    return epoch
+    """The checkpoint's two files (symbol, params); :func:`resolve_epoch`'s :class:`UserError` when one is missing."""
+    resolve_epoch(prefix, epoch, need_symbol=True)
+    return symbol_path(prefix), params_path(prefix, epoch)
 
 
 def load_checkpoint(prefix: str | os.PathLike, epoch: int):

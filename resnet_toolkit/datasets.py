@@ -1,7 +1,7 @@
 """The data-set importers: CIFAR-10, ImageNet and the digits demo -> RecordIO files in the original's names.
 
 ``cifar10_train.rec``/``cifar10_val.rec`` (32x32) from an image tree, a tar/zip archive of one, or the official
-python batches (read as data only, :mod:`resnet_toolkit.safe_io`); ``train_480_q90.rec``/``train_256_q90.rec``/
+python batches (read as data only, :mod:`resnet_toolkit.untrusted`); ``train_480_q90.rec``/``train_256_q90.rec``/
 ``val_256_q90.rec`` from an ImageNet folder; ``digits_train.rec``/``digits_val.rec`` from scikit-learn's digits.
 Each is written by :func:`resnet_toolkit.im2rec.pack_items`, with ``synset.txt`` beside it.
 """
@@ -24,8 +24,8 @@ from resnet_toolkit.im2rec import (
     scan_image_folder,
 )
 from resnet_toolkit.images import IMAGE_EXTENSIONS, ImageLimits, Transform
-from resnet_toolkit.safe_io import iter_archive_files, load_pickle_safely
 from resnet_toolkit.synset import check_synset_replaceable, write_synset
+from resnet_toolkit.untrusted import iter_archive_files, load_pickle_safely
 
 DIGIT_CLASSES = [str(d) for d in range(10)]
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

@@ -59,9 +59,7 @@ def load_teacher(specs: Sequence[str], batch_size: int, image_shape: Sequence[in
     models, names = [], []
     for text in specs:
         prefix, epoch_text = parse_teacher(text)
-        if not ckpt.list_epochs(prefix):
-            raise UserError(f"--teacher {text}: no checkpoint {prefix}-NNNN.params")
-        epoch = ckpt.resolve_epoch(prefix, epoch_text)
+        epoch = ckpt.resolve_epoch(prefix, epoch_text, flag=f"--teacher {text}")
         model = load_model(prefix, epoch, batch_size=batch_size)
         if tuple(model.image_shape) != tuple(image_shape):
             raise UserError(f"--teacher {text}: its network takes {tuple(model.image_shape)} images, this run "

@@ -49,21 +49,21 @@ def _optimizer(name: str, optimizer_params: dict, param_names, wd_mult: dict, lr
 class ModuleEngine:
     """``mx.mod.Module`` over the Symbol, as the original trained (there through FeedForward).
 
-    With ``fast_graph`` the Module binds :func:`resnet_toolkit.fastpath.training_graph` of ``sym``: the same parameters
-    and outputs (tests/test_fastpath.py), a faster backward pass on CPU. Checkpoints still hold ``sym``.
+    With ``training_graph`` the Module binds :func:`resnet_toolkit.fastpath.training_graph` of ``sym``: the same
+    parameters and outputs (tests/test_fastpath.py), a faster backward pass on CPU. Checkpoints still hold ``sym``.
     """
 
     def __init__(self, sym, contexts, cluster: Cluster, data_shape, arg_params, aux_params, optimizer: str,
-                 optimizer_params: dict, fast_graph: bool = False, recipe: TrainSetup | None = None):
+                 optimizer_params: dict, training_graph: bool = False, recipe: TrainSetup | None = None):
         import mxnet as mx
 
         from resnet_toolkit.precision import mixed_precision_symbol
 
         recipe = recipe or TrainSetup()
-        if fast_graph:
-            from resnet_toolkit.fastpath import training_graph
+        if training_graph:
+            from resnet_toolkit import fastpath
 
-            sym, _ = training_graph(sym)
+            sym, _ = fastpath.training_graph(sym)
         # last: a graph rewrite after it would drop the casts
         sym = mixed_precision_symbol(sym, recipe.dtype, policy=recipe.policy)
         # Soft targets (label smoothing, mixup): SoftmaxOutput takes a label of the output's shape as a
@@ -132,12 +132,12 @@ class GluonEngine:
     """``net`` (the Gluon net from the same spec as the Symbol, uninitialised) hybridized, with ``gluon.Trainer``
     on the same kvstore; parameters in and out under the Symbol's names, so the checkpoint files are the same.
 
-    With ``fast_graph`` batches run through :func:`resnet_toolkit.fastpath.hybridize_for_training`'s block, which shares
-    the net's Parameters (the Trainer and the checkpoints see the same arrays).
+    With ``training_graph`` batches run through :func:`resnet_toolkit.fastpath.hybridize_for_training`'s block,
+    which shares the net's Parameters (the Trainer and the checkpoints see the same arrays).
     """
 
     def __init__(self, net, contexts, cluster: Cluster, data_shape, arg_params, aux_params, optimizer: str,
-                 optimizer_params: dict, fast_graph: bool = False, recipe: TrainSetup | None = None):
+                 optimizer_params: dict, training_graph: bool = False, recipe: TrainSetup | None = None):
         import mxnet as mx
         from mxnet import gluon
 
@@ -156,9 +156,8 @@ class GluonEngine:
             if name in recipe.frozen:
                 param.grad_req = "null"
         per_context = (data_shape[0] // len(contexts),) + tuple(data_shape[1:])
-        self.block = mixed_precision_block(self.net, per_context, recipe.dtype, fast_graph, recipe.policy)
+        self.block = mixed_precision_block(self.net, per_context, recipe.dtype, training_graph, recipe.policy)
         self.scaler = make_loss_scaler(recipe.dtype)  # float16 only
-        params = {k: v for k, v in optimizer_params.items() if k != "rescale_grad"}
         if cluster.kv is not None and "async" in cluster.kv.type:
             raise UserError(f"--api gluon cannot train with --kv-store {cluster.kv.type} (Gluon's Trainer keeps "
                             f"the optimizer on the workers); use --api module")
@@ -168,16 +167,13 @@ class GluonEngine:
         distributed = cluster.kv is not None and "dist" in cluster.kv.type
         # Every parameter goes to the Trainer (it skips those with grad_req 'null': BN statistics, frozen ones);
         # a dist kvstore keys them by their index in this list on every worker.
-        self.trainer = gluon.Trainer(self.net.collect_params(), optimizer, params, kvstore=cluster.kv,
+        # The gradient scale is the optimizer's rescale_grad, as Module's (the run plan's 1 / job batch):
+        # step(1) keeps it, so the servers of a dist kvstore, which get the optimizer once, hold the same.
+        self.trainer = gluon.Trainer(self.net.collect_params(), optimizer, optimizer_params, kvstore=cluster.kv,
                                      update_on_kvstore=distributed)
         self.loss_fn = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=not recipe.soft)
         self.batch_size = data_shape[0]
-        # dist_sync sums the gradients of every worker's batch: normalise by the batch of the whole job.
-        sync_workers = cluster.num_workers if cluster.kv is not None and "_sync" in cluster.kv.type else 1
-        self.step_size = self.batch_size * sync_workers
         if distributed:
-            # The servers get the optimizer once, so with the scale every step() will set.
-            self.trainer._optimizer.rescale_grad = 1.0 / self.step_size
             _init_dist_trainer(self.trainer, contexts[0])
         self._pending = None
         self._mx = mx
@@ -211,7 +207,7 @@ class GluonEngine:
 
         outputs = self._pending
         if ready_to_update(self.scaler, self.trainer._params):  # a float16 overflow skips the step
-            self.trainer.step(self.step_size)
+            self.trainer.step(1)  # the scale is rescale_grad's (see __init__)
         metric.update(split_and_load(labels, self.contexts, even_split=True),
                       [self._mx.nd.softmax(o) for o in outputs])
 

@@ -25,7 +25,7 @@ import numpy as np
 from resnet_toolkit.errors import UserError
 from resnet_toolkit.fileio import atomic_path, atomic_write_text
 from resnet_toolkit.model_facts import default_resize
-from resnet_toolkit.predictor import Model
+from resnet_toolkit.predictor import Predictor
 
 MISCLASSIFIED_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 LABELLED_CLASSES = 60    # the PNG names every class up to this count (ticks), and only the axes above it
@@ -114,6 +114,50 @@ def _ratio(counts: np.ndarray, totals: np.ndarray) -> np.ndarray:
     return out
 
 
+class Counts:
+    """The running counts of one pass, batch by batch: the confusion matrix, per-class top-k hits and the summed
+    cross-entropy. The one definition of top-1, top-k and cross-entropy: ``tools/score.py`` and the training log's
+    ``Validation-*`` lines both count through it (the latter's values are those of MXNet's ``Accuracy``,
+    ``TopKAccuracy`` and ``CrossEntropy`` metrics, which the original logged)."""
+
+    EPS = 1e-12  # added to the label's probability before the log, as mx.metric.CrossEntropy
+
+    def __init__(self, classes: int, k: int = 5):
+        self.k = min(k, classes)
+        self.confusion = np.zeros((classes, classes), dtype=np.int64)
+        self.topk_hits = np.zeros(classes, dtype=np.int64)
+        self.nll = 0.0  # summed -log p(label), nats
+
+    def add(self, probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Count a batch: ``probs`` (n, classes) float32 probabilities, ``labels`` (n,) int64 classes. Returns the
+        top-k classes of each image (n, k), best first (ties: the lower class)."""
+        best = np.argsort(-probs, axis=1, kind="stable")[:, :self.k]
+        np.add.at(self.confusion, (labels, best[:, 0]), 1)
+        np.add.at(self.topk_hits, labels, (best == labels[:, None]).any(axis=1).astype(np.int64))
+        # float32 per batch, summed across batches in float64: mx.metric.CrossEntropy's arithmetic
+        self.nll += float((-np.log(probs[np.arange(len(labels)), labels] + self.EPS)).sum())
+        return best
+
+    @property
+    def images(self) -> int:
+        return int(self.confusion.sum())
+
+    @property
+    def top1(self) -> float:
+        """Fraction (0..1) of images whose best class is the label."""
+        return float(np.trace(self.confusion)) / self.images
+
+    @property
+    def topk(self) -> float:
+        """Fraction (0..1) of images whose label is among the best ``k``."""
+        return float(self.topk_hits.sum()) / self.images
+
+    @property
+    def cross_entropy(self) -> float:
+        """Mean -log p(label), nats."""
+        return self.nll / self.images
+
+
 def eval_resize(resize: int | None, crop: bool, image_shape: Sequence[int]) -> int | None:
     """The shorter side (pixels) every image is resized to before the center crop to ``image_shape`` (3, H, W):
     ``resize`` when given; with ``crop`` alone validation's standard scale (:func:`default_resize`: 256 for a
@@ -149,7 +193,7 @@ def read_lst_index(path: str | os.PathLike) -> dict[int, tuple[str, int]]:
     return {index: (rel, label) for index, rel, label in read_lst_rows(path)}
 
 
-def evaluate_record(model: Model, rec: str | os.PathLike, progress: bool = True, preprocess_threads: int = 2,
+def evaluate_record(model: Predictor, rec: str | os.PathLike, progress: bool = True, preprocess_threads: int = 2,
                     resize: int | None = None, misclassified: bool = False, flip: bool = False) -> Evaluation:
     """Score ``model`` over every image of ``rec`` (its ``.idx`` beside it), preprocessed as validation: the
     shorter side to ``resize`` pixels first when given (else the image as packed), then the center crop to the
@@ -161,14 +205,13 @@ def evaluate_record(model: Model, rec: str | os.PathLike, progress: bool = True,
 
     from resnet_toolkit.data import get_layout, make_val_iter
     from resnet_toolkit.records import check_record_file
+    from symbols.spec import net_type_for_input
 
     check_record_file(rec)
     keys = record_keys(rec)
-    layout = get_layout("imagenet" if max(model.image_shape[1:]) > 64 else "cifar10")
+    layout = get_layout(net_type_for_input(model.image_shape))
     classes = model.num_classes
-    k = min(5, classes)
-    confusion = np.zeros((classes, classes), dtype=np.int64)
-    topk_hits = np.zeros(classes, dtype=np.int64)
+    counts = Counts(classes)
     wrong: list[Misclassified] = []
     seen = 0
     start = time.perf_counter()
@@ -186,9 +229,7 @@ def evaluate_record(model: Model, rec: str | os.PathLike, progress: bool = True,
                 if labels.max() >= classes or labels.min() < 0:
                     raise UserError(f"{rec}: label {int(labels.max())} is outside the network's "
                                     f"{classes} classes (a record file of another data set?)")
-                best = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-                np.add.at(confusion, (labels, best[:, 0]), 1)
-                np.add.at(topk_hits, labels, (best == labels[:, None]).any(axis=1).astype(np.int64))
+                best = counts.add(probs, labels)
                 if misclassified:
                     for i in np.flatnonzero(best[:, 0] != labels):
                         record = seen + int(i)
@@ -202,7 +243,7 @@ def evaluate_record(model: Model, rec: str | os.PathLike, progress: bool = True,
         raise UserError(f"{rec}: cannot read records ({detail})") from None
     if seen == 0:
         raise UserError(f"{rec}: no images")
-    return Evaluation(confusion, topk_hits, k, time.perf_counter() - start, wrong)
+    return Evaluation(counts.confusion, counts.topk_hits, counts.k, time.perf_counter() - start, wrong)
 
 
 # ------------------------------------------------------------------------------------------------ reports
@@ -350,7 +391,7 @@ def write_figure(path: str | os.PathLike, fig) -> None:
         raise UserError(f"cannot write {path}: {exc.strerror}") from None
 
 
-def score_record(model: Model, rec: str | os.PathLike, progress: bool = True, preprocess_threads: int = 2,
+def score_record(model: Predictor, rec: str | os.PathLike, progress: bool = True, preprocess_threads: int = 2,
                  resize: int | None = None) -> Score:
     """Top-1 and top-5 accuracy of ``model`` over every image of ``rec`` (its ``.idx`` beside it), preprocessed as
     validation: the record's image (its shorter side first resized to ``resize`` pixels when given)

@@ -7,7 +7,7 @@
   neither folds exactly. In the post-activation families (v1b, ResNeXt, vd) every BN but ``bn_data`` follows a
   convolution and folds. Inference only: training normalises with batch statistics.
 - :func:`fuse_mkldnn`: MXNet's MKLDNN subgraph pass (conv + BN + ReLU + sum fusion), ``optimize_for('MKLDNN')``.
-- :class:`InferenceModel`: both, bound once for a fixed input shape with inference-only (grad_req 'null') arrays.
+- :class:`FusedExecutor`: both, bound once for a fixed input shape with inference-only (grad_req 'null') arrays.
 - :func:`gluon_inference_block`: a Gluon net exported, folded, fused and re-wrapped as a static SymbolBlock.
 - :func:`training_graph`: global-average pooling as ``mean`` and BN+ReLU as one op, for training (same
   parameters; the backward pass is faster).
@@ -203,7 +203,7 @@ def strip_softmax(sym: mx.sym.Symbol) -> mx.sym.Symbol:
     return sym
 
 
-class InferenceModel:
+class FusedExecutor:
     """The fastest measured MXNet inference path for a fixed input shape: fold BN, fuse for MKLDNN, bind once.
 
     ``forward(data)`` takes an NDArray or numpy array of ``data_shape`` (N, C, H, W; raw RGB 0..255 for these

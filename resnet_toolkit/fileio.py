@@ -75,9 +75,28 @@ def check_writable_file(target: str | os.PathLike, flag: str = "") -> Path:
         raise UserError(f"{head}cannot write {target}: {parent} is not a directory")
     if target.is_dir():
         raise UserError(f"{head}cannot write {target}: Is a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if not _can_write_in(parent):
         raise UserError(f"{head}cannot write {target}: no permission to write in {parent}")
     return target
+
+
+def check_writable_dir(folder: str | os.PathLike, what: str) -> Path:
+    """Create ``folder`` if needed and check a file can be written there; a clear error otherwise (``what`` names
+    the folder's use, e.g. ``'--log-file'``)."""
+    folder = Path(folder or ".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {what} folder {folder}: {exc.strerror}") from None
+    if not _can_write_in(folder):
+        raise UserError(f"{what} folder {folder} is not writable")
+    return folder
+
+
+def _can_write_in(folder: Path) -> bool:
+    """Whether new files can be made in ``folder``: the one test :func:`check_writable_file` and
+    :func:`check_writable_dir` share."""
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
 
 
 def _fsync_dir(folder: Path) -> None:

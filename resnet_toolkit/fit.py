@@ -27,67 +27,49 @@ from pathlib import Path
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 from resnet_toolkit import checkpoint as ckpt
 from resnet_toolkit.capability import cpu_model, probe
-from resnet_toolkit.cluster import Cluster, make_cluster, make_contexts
-from resnet_toolkit.data import (
-    plan_data,
-    resolve_augmentation,
-)
 from resnet_toolkit.distill import load_teacher
-from resnet_toolkit.distributed import rank_path
 from resnet_toolkit.engines import GluonEngine, ModuleEngine, TrainSetup
 from resnet_toolkit.errors import UserError
 from resnet_toolkit.precision import default_policy, describe
-from resnet_toolkit.recipe import frozen_names, multipliers
+from resnet_toolkit.recipe import TargetRecipe, frozen_names, multipliers
 from resnet_toolkit.records import check_class_count
-from resnet_toolkit.runfiles import config_changes, config_path, network_flags, read_saved_config, saved_config
-from resnet_toolkit.schedule import Schedule, rate_at_epoch
+from resnet_toolkit.runfiles import config_changes
+from resnet_toolkit.runplan import RunPlan, plan_run
+from resnet_toolkit.schedule import DEFAULT_LR, Schedule, rate_at_epoch
 from resnet_toolkit.synset import SYNSET, copy_synset
-from resnet_toolkit.train_args import (
-    RunConfig,
-    check_writable_dir,
-    default_prefix,
-    uses_training_graph,
-)
-from resnet_toolkit.trainer import Trainer, TrainResult, target_recipe
+from resnet_toolkit.train_args import RunConfig
+from resnet_toolkit.trainer import Trainer, TrainResult
 from resnet_toolkit.trainlog import TrainingLog
 from resnet_toolkit.weights import (
     check_checkpoint_fits,
-    check_same_network,
     check_symbol_file,
     finetune_params,
     init_params,
     zero_last_layers,
 )
+from symbols.spec import ResNetSpec
 
-DEFAULT_LR = 0.1
 
+# ------------------------------------------------------------------------------------------ from the plan
+def training_symbol(cfg: RunConfig, spec: ResNetSpec, batch_per_device: int):
+    """The Symbol a run trains and checkpoints (:func:`symbols.build_symbol` of ``spec`` with the flags'
+    ``--bn-mom``/``--workspace``); with ``--memonger`` the planned (recomputing) graph for ``batch_per_device``."""
+    from symbols import build_symbol
 
-# ------------------------------------------------------------------------------------------ from the config
-def build_symbol(cfg: RunConfig):
-    """The Symbol for the flags; with ``--memonger`` the planned (recomputing) graph."""
-    from symbols import get_symbol
-
-    sym = get_symbol(cfg.num_classes, cfg.depth, cfg.layout.net_type, bn_mom=cfg.bn_mom, workspace=cfg.workspace,
-                     memonger=cfg.memonger, **network_kwargs(cfg))
+    sym = build_symbol(spec, cfg.num_classes, bn_mom=cfg.bn_mom, workspace=cfg.workspace, memonger=cfg.memonger)
     if cfg.memonger:
         from symbols.memonger import search_plan
 
-        sym = search_plan(sym, data=(cfg.batch_size // cfg.num_contexts,) + tuple(cfg.layout.image_shape))
+        sym = search_plan(sym, data=(batch_per_device,) + tuple(cfg.layout.image_shape))
     return sym
 
 
-def network_kwargs(cfg: RunConfig) -> dict:
-    """The family flags as :func:`symbols.get_symbol` / :func:`symbols.get_net` take them."""
-    return dict(network=cfg.network, cardinality=cfg.cardinality, bottleneck_width=cfg.bottleneck_width)
-
-
-def train_setup(cfg: RunConfig, param_names) -> TrainSetup:
-    """The :class:`TrainSetup` of the flags (``--label-smoothing``, ``--mixup``, ``--no-wd``, ``--lr-mult-body``,
-    ``--freeze-stages``) for a network with ``param_names``."""
+def train_setup(cfg: RunConfig, targets: TargetRecipe, param_names) -> TrainSetup:
+    """The :class:`TrainSetup` of the flags (``--no-wd``, ``--lr-mult-body``, ``--freeze-stages``, ``--dtype``) for
+    a network with ``param_names``, training against ``targets`` (soft targets with smoothing or mixup)."""
     wd_mult, lr_mult = multipliers(param_names, cfg.no_wd, cfg.lr_mult_body)
-    return TrainSetup(cfg.num_classes, target_recipe(cfg).soft, wd_mult, lr_mult,
-                      frozen_names(param_names, cfg.freeze_stages), cfg.dtype,
-                      default_policy(cfg.dtype, cfg.precision_policy))
+    return TrainSetup(cfg.num_classes, targets.soft, wd_mult, lr_mult, frozen_names(param_names, cfg.freeze_stages),
+                      cfg.dtype, default_policy(cfg.dtype, cfg.precision_policy))
 
 
 def make_schedule(cfg: RunConfig, begin_epoch: int, epoch_size: int, states: dict | None) -> Schedule:
@@ -95,7 +77,8 @@ def make_schedule(cfg: RunConfig, begin_epoch: int, epoch_size: int, states: dic
 
     'step' keeps the original's meaning of ``--lr``: the rate in force at ``begin_epoch`` (default: the rate the
     checkpointed run would have used next, ``meta:next_lr``). 'cosine'/'poly': ``--lr`` is the curve's peak
-    (default: the checkpointed run's ``meta:base_lr``, else 0.1), the curve is absolute in the update count.
+    (default: the checkpointed run's ``meta:base_lr``, else :data:`DEFAULT_LR`), the curve is absolute in the
+    update count.
     """
 
     def saved(key: str) -> float | None:
@@ -123,12 +106,12 @@ class Start:
     notes: list[str] = field(default_factory=list)  # lines for the log (what was loaded)
 
 
-def starting_point(cfg: RunConfig, sym) -> Start:
+def starting_point(plan: RunPlan, sym) -> Start:
     """``--retrain`` (this run's newest or ``--model-load-epoch`` checkpoint with its optimizer state),
     ``--finetune`` (another checkpoint's matching arrays, fresh optimizer) or fresh weights."""
-    prefix, shape = cfg.model_prefix, cfg.data_shape
+    cfg, prefix, shape = plan.cfg, plan.prefix, plan.data_shape
     if cfg.retrain:
-        epoch = ckpt.resolve_epoch(prefix, cfg.model_load_epoch)
+        epoch = ckpt.resolve_epoch(prefix, cfg.model_load_epoch, flag="--retrain")
         arg_params, aux_params = ckpt.load_params(prefix, epoch)
         check_checkpoint_fits(sym, shape, arg_params, aux_params, ckpt.params_path(prefix, epoch), cfg.num_classes)
         if ckpt.symbol_path(prefix).is_file():
@@ -150,73 +133,53 @@ def starting_point(cfg: RunConfig, sym) -> Start:
     return Start(0, arg_params, aux_params, None, notes)
 
 
-def resolve_paths(cfg: RunConfig, cluster: Cluster) -> RunConfig:
-    """The checkpoint prefix and log file of this worker: the default prefix ends in the rank; in a multi-worker
-    job every rank writes its own files, also where workers share a machine or a folder."""
-    prefix, log_file = cfg.model_prefix or default_prefix(cfg, cluster.rank), cfg.log_file
-    if cluster.num_workers > 1:
-        if cfg.model_prefix:
-            prefix = f"{prefix}-{cluster.rank}"
-        if log_file:
-            log_file = rank_path(log_file, cluster.rank, cluster.num_workers)
-    check_writable_dir(Path(prefix).parent, "checkpoint (--model-prefix)")
-    if log_file:
-        check_writable_dir(Path(log_file).parent, "--log-file")
-    return dataclasses.replace(cfg, model_prefix=prefix, log_file=log_file)
-
-
-def make_engine(cfg: RunConfig, sym, cluster: Cluster, start: Start, optimizer_params: dict):
-    """The engine of ``--api`` on the contexts of ``--gpus``/``--cpus``, holding ``start``'s parameters."""
-    contexts = make_contexts(list(cfg.gpu_ids), cfg.cpus)
-    setup = train_setup(cfg, list(start.arg_params))
-    common = dict(contexts=contexts, cluster=cluster, data_shape=cfg.data_shape, arg_params=start.arg_params,
-                  aux_params=start.aux_params, optimizer=cfg.optimizer, optimizer_params=optimizer_params,
-                  fast_graph=uses_training_graph(cfg), recipe=setup)
+def make_engine(plan: RunPlan, sym, start: Start, optimizer_params: dict):
+    """The engine of ``--api`` on the plan's devices, holding ``start``'s parameters."""
+    cfg = plan.cfg
+    common = dict(contexts=list(plan.contexts), cluster=plan.cluster, data_shape=plan.data_shape,
+                  arg_params=start.arg_params, aux_params=start.aux_params, optimizer=cfg.optimizer,
+                  optimizer_params=optimizer_params, training_graph=plan.training_graph,
+                  recipe=train_setup(cfg, plan.targets, list(start.arg_params)))
     if cfg.api == "gluon":
-        from symbols import get_net
+        from symbols import build_net
 
-        net = get_net(cfg.num_classes, cfg.depth, cfg.layout.net_type, bn_mom=cfg.bn_mom, **network_kwargs(cfg))
-        return GluonEngine(net, **common)
+        return GluonEngine(build_net(plan.spec, cfg.num_classes, bn_mom=cfg.bn_mom), **common)
     return ModuleEngine(sym, **common)
 
 
 def fit(cfg: RunConfig) -> TrainResult:
     """Train as the resolved flags ``cfg`` say (:func:`resnet_toolkit.train_args.resolve_args`)."""
-    cluster = make_cluster(cfg.kv_store, cfg.num_contexts)
-    cfg = resolve_paths(cfg, cluster)
-    cfg = resolve_retrain(cfg)
-    prefix = cfg.model_prefix
+    plan = plan_run(cfg)
+    prefix = plan.prefix
     ckpt.remove_stale_partials(prefix)
-    plan = plan_data(cfg.layout, cfg.data_dir, cfg.aug_level, cfg.batch_size, cluster.num_workers, cfg.num_examples)
-    sym = build_symbol(cfg)
-    start = starting_point(cfg, sym)
+    sym = training_symbol(cfg, plan.spec, plan.batch_per_device)
+    start = starting_point(plan, sym)
     if start.epoch >= cfg.end_epoch:
         raise UserError(f"checkpoint epoch {start.epoch} is already at --end-epoch {cfg.end_epoch}: nothing to do")
     teacher = (load_teacher(cfg.teacher, cfg.batch_size, cfg.layout.image_shape, cfg.num_classes)
                if cfg.teacher else None)
     # after the checkpoint and teacher checks (their messages name the more specific mismatch), before any write
     synset = Path(cfg.data_dir) / SYNSET
-    check_class_count(cfg.num_classes, plan.train_rec, plan.val_rec, synset if synset.is_file() else None)
+    check_class_count(cfg.num_classes, plan.data.train_rec, plan.data.val_rec, synset if synset.is_file() else None)
 
-    schedule = make_schedule(cfg, start.epoch, plan.epoch_size, start.states)
-    sync_workers = cluster.num_workers if cluster.kv is not None and "_sync" in cluster.kv.type else 1
+    schedule = make_schedule(cfg, start.epoch, plan.data.epoch_size, start.states)
     optimizer_params = dict(learning_rate=schedule.base_lr, lr_scheduler=schedule, momentum=cfg.mom, wd=cfg.wd,
-                            rescale_grad=1.0 / (cfg.batch_size * sync_workers),
-                            begin_num_update=start.epoch * plan.epoch_size)
+                            rescale_grad=plan.grad_scale, begin_num_update=start.epoch * plan.data.epoch_size)
 
-    changed = config_changes(cfg)
-    log = TrainingLog(cfg.log_file, cluster.rank)
+    as_trained = plan.flags_as_trained()
+    changed = config_changes(as_trained)
+    log = TrainingLog(plan.log_file, plan.cluster.rank)
     try:
         # The original's first line (MXNet's fit.py logs the argparse Namespace).
-        logging.info("start with arguments %s", argparse.Namespace(**dataclasses.asdict(cfg)))
+        logging.info("start with arguments %s", argparse.Namespace(**dataclasses.asdict(as_trained)))
         if changed:
             logging.info("--retrain with flags other than %s-args.json's: %s", prefix, "; ".join(changed))
-        if cluster.rank == 0:
+        if plan.cluster.rank == 0:
             copy_synset(cfg.data_dir, Path(prefix).parent)
-        engine = make_engine(cfg, sym, cluster, start, optimizer_params)
+        engine = make_engine(plan, sym, start, optimizer_params)
         logging.info("cpu: %s; oneDNN %s runs %s", cpu_model(), probe().onednn, probe().isa_words())
         logging.info("training graph: %s", "resnet_toolkit.fastpath.training_graph (--plain-graph to turn off)"
-                     if uses_training_graph(cfg) else "as built")
+                     if plan.training_graph else "as built")
         if cfg.dtype != "float32":
             logging.info("%s", describe(cfg.dtype, policy=cfg.precision_policy))
         for note in start.notes:
@@ -230,24 +193,9 @@ def fit(cfg: RunConfig) -> TrainResult:
             # The rate of the first update this run makes (for cosine/poly, not the peak base_lr).
             logging.info("Loaded %s (%s optimizer state); continuing at Epoch[%d], lr %g",
                          ckpt.params_path(prefix, start.epoch), "with" if start.states else "without", start.epoch,
-                         float(f"{schedule(start.epoch * plan.epoch_size + 1):.12g}"))
-        result = TrainResult(prefix, start.epoch, cfg.end_epoch, plan.epoch_size)
-        Trainer(cfg, engine, sym, plan, cluster, schedule, result, log, teacher).train_model()
+                         float(f"{schedule(start.epoch * plan.data.epoch_size + 1):.12g}"))
+        result = TrainResult(prefix, start.epoch, cfg.end_epoch, plan.data.epoch_size)
+        Trainer(plan, engine, sym, schedule, result, log, teacher).train_model()
     finally:
         log.close()
     return result
-
-
-def resolve_retrain(cfg: RunConfig) -> RunConfig:
-    """``cfg`` with its augmentation resolved (:func:`resnet_toolkit.data.resolve_augmentation`): each of
-    ``--aug-level``, ``--mirror`` and ``--pad`` not given takes a ``--retrain``'s saved value, else the data type's
-    default. A retrain whose flags build another network than its ``PREFIX-args.json`` names (depth, family,
-    cardinality, width, classes, image shape) is refused here, before anything is written."""
-    saved = read_saved_config(cfg)
-    if saved is not None:
-        check_same_network(network_flags(saved), network_flags(saved_config(cfg)), config_path(cfg),
-                           cfg.model_prefix)
-    level, mirror, pad = resolve_augmentation(cfg.layout, cfg.aug_level, cfg.mirror, cfg.pad, saved)
-    return dataclasses.replace(cfg, aug_level=level, mirror=mirror, pad=pad)
-
-

@@ -6,7 +6,7 @@ import os
 from typing import Sequence
 
 from resnet_toolkit.errors import UserError
-from symbols.spec import CLASSIFIER
+from symbols.spec import CLASSIFIER, NET_TYPE_FACTS, net_type_for_side
 
 
 def inference_symbol(symbol):
@@ -37,22 +37,27 @@ def num_classes_of(arg_params: dict, params_file: str | os.PathLike = "checkpoin
 
 
 def default_image_shape(symbol) -> tuple[int, int, int]:
-    """(3, 224, 224) for a network with the ImageNet stem (``pool0``), else (3, 32, 32) (the CIFAR stem)."""
-    return (3, 224, 224) if "pool0_output" in symbol.get_internals().list_outputs() else (3, 32, 32)
+    """The default input of the network's stem (:data:`symbols.spec.NET_TYPE_FACTS`): ImageNet's (3, 224, 224)
+    when the graph has the ImageNet stem's max pool (``pool0``), else CIFAR's (3, 32, 32)."""
+    net_type = "imagenet" if "pool0_output" in symbol.get_internals().list_outputs() else "cifar10"
+    return NET_TYPE_FACTS[net_type].image_shape
 
 
 def default_resize(image_shape: Sequence[int]) -> int:
-    """Validation's shorter side for an input size: 256 for 224 (the 256-short-side val records), else the size."""
+    """Validation's shorter side for an input size (:meth:`symbols.spec.NetTypeFacts.eval_resize` of the net type
+    its shorter side means): 256 for 224 (the 256-short-side val records), a CIFAR-like size itself."""
     size = min(image_shape[1:])
-    return size if size <= 64 else int(round(size * 256 / 224))
+    return NET_TYPE_FACTS[net_type_for_side(size)].eval_resize(size)
 
 
-def parse_image_shape(text: str) -> tuple[int, int, int]:
-    """``'3,224,224'`` -> ``(3, 224, 224)``; a clear error otherwise."""
+def parse_image_shape(text: str, min_size: int = 1) -> tuple[int, int, int]:
+    """``'3,224,224'`` -> ``(3, 224, 224)``, height and width at least ``min_size``; a clear error otherwise (the
+    tools' text by default, training's naming ``min_size`` when it is above 1)."""
     try:
         shape = tuple(int(v) for v in text.split(","))
     except ValueError:
         shape = ()
-    if len(shape) != 3 or shape[0] != 3 or min(shape) <= 0:
-        raise UserError(f"--image-shape must be 3,HEIGHT,WIDTH (e.g. 3,224,224), got {text!r}")
+    if len(shape) != 3 or shape[0] != 3 or min(shape[1:]) < max(min_size, 1):
+        rule = "3,HEIGHT,WIDTH (e.g. 3,224,224)" if min_size <= 1 else f"'3,H,W' with H, W >= {min_size}"
+        raise UserError(f"--image-shape must be {rule}, got {text!r}")
     return shape  # type: ignore[return-value]

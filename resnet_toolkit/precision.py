@@ -166,7 +166,7 @@ def mixed_precision_symbol(sym, dtype: str, data_names: Sequence[str] = ("data",
     ``policy='fp32-bn'`` (the default): a cast to ``dtype`` before every input of each op in ``ops`` and a cast
     back to float32 after it. ``policy='mxnet'``: ``mx.contrib.amp.convert_symbol`` with MXNet's lists (BatchNorm
     then reads and writes ``dtype``, with float32 parameters); every node whose op type is in ``float32_ops`` (e.g.
-    ``'elemwise_add'``) is kept in float32 there, casts around it (a diagnostic: bench/bf16_gradients.py). Either
+    ``'elemwise_add'``) is kept in float32 there, casts around it (a diagnostic; bench/pages/notebook.md). Either
     way the variables keep their names and are float32; ``dtype='float32'`` returns ``sym`` unchanged.
     ``data_names`` are the graph's inputs (not parameters).
 
@@ -266,8 +266,8 @@ def param_dtypes(sym, **input_types: str) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------------- Gluon
-def mixed_precision_block(net, data_shape: tuple, dtype: str, fast_graph: bool = True, policy: str = "fp32-bn"):
-    """A training block equal to ``net`` with :func:`mixed_precision_symbol`'s casts (and, with ``fast_graph``,
+def mixed_precision_block(net, data_shape: tuple, dtype: str, training_graph: bool = True, policy: str = "fp32-bn"):
+    """A training block equal to ``net`` with :func:`mixed_precision_symbol`'s casts (and, with ``training_graph``,
     :func:`resnet_toolkit.fastpath.training_graph`'s rewrites), static memory.
 
     The returned SymbolBlock shares ``net``'s float32 Parameters, as
@@ -278,7 +278,7 @@ def mixed_precision_block(net, data_shape: tuple, dtype: str, fast_graph: bool =
     import mxnet as mx
 
     if dtype == "float32":
-        if fast_graph:
+        if training_graph:
             from resnet_toolkit.fastpath import hybridize_for_training
 
             return hybridize_for_training(net, data_shape)
@@ -288,10 +288,10 @@ def mixed_precision_block(net, data_shape: tuple, dtype: str, fast_graph: bool =
     net(mx.nd.zeros(data_shape, ctx=next(iter(net.collect_params().values())).list_ctx()[0]))
     sym = net._cached_graph[1]
     data_name = net._cached_graph[0][0].name
-    if fast_graph:
-        from resnet_toolkit.fastpath import training_graph
+    if training_graph:
+        from resnet_toolkit import fastpath
 
-        sym, _ = training_graph(sym)
+        sym, _ = fastpath.training_graph(sym)
     sym = mixed_precision_symbol(sym, dtype, data_names=(data_name,), policy=policy)
     block = mx.gluon.SymbolBlock(sym, mx.sym.var(data_name, dtype="float32"), params=net.collect_params())
     block.hybridize(static_alloc=True, static_shape=True)

@@ -25,19 +25,19 @@ from resnet_toolkit.model_facts import default_image_shape, default_resize, infe
 from resnet_toolkit.synset import read_synset
 
 
-class Model:
+class Predictor:
     """A bound inference network: ``predict(batch)`` -> class probabilities.
 
     ``batch`` is float32 NCHW raw RGB 0..255 with at most ``batch_size`` images; returns (n, num_classes)
     float32 probabilities. ``symbol`` is the inference symbol (softmax of fc1) and ``arg_params`` /
-    ``aux_params`` its parameters, for exporters. ``fast`` (an object with ``forward(batch)``: the folded, fused
+    ``aux_params`` its parameters, for exporters. ``fused`` (an object with ``forward(batch)``: the folded, fused
     float32 graph or an INT8 one) runs when set; ``module`` otherwise (None for INT8 models).
     """
 
     def __init__(self, module, symbol, arg_params: dict, aux_params: dict, batch_size: int,
-                 image_shape: tuple[int, int, int], num_classes: int, fast=None):
+                 image_shape: tuple[int, int, int], num_classes: int, fused=None):
         self.module = module
-        self.fast = fast  # resnet_toolkit.fastpath.InferenceModel bound for batch_size, or None: the module runs
+        self.fused = fused  # resnet_toolkit.fastpath.FusedExecutor bound for batch_size, or None: the module runs
         self.symbol = symbol
         self.arg_params = arg_params
         self.aux_params = aux_params
@@ -55,20 +55,20 @@ class Model:
             full = np.zeros((self.batch_size,) + tuple(batch.shape[1:]), dtype=np.float32)
             full[:n] = batch
             batch = full
-        if self.fast is not None:
-            return self.fast.forward(batch.astype(np.float32, copy=False)).asnumpy()[:n]
+        if self.fused is not None:
+            return self.fused.forward(batch.astype(np.float32, copy=False)).asnumpy()[:n]
         self.module.forward(mx.io.DataBatch([mx.nd.array(batch, dtype="float32")]), is_train=False)
         return self.module.get_outputs()[0].asnumpy()[:n]
 
 
 def load_model(prefix: str | os.PathLike, epoch: int, ctx=None, batch_size: int = 32,
-               image_shape: Sequence[int] | None = None, fast: bool = True) -> Model:
+               image_shape: Sequence[int] | None = None, fused: bool = True) -> Predictor:
     """Load checkpoint ``prefix``/``epoch`` and bind it for inference on ``ctx`` (default CPU) for batches of up
     to ``batch_size`` images of ``image_shape`` (default from the network's stem: 224 or 32 square).
 
-    ``fast`` (CPU only, the default): predict through :class:`resnet_toolkit.fastpath.InferenceModel` (conv+BN folded,
+    ``fused`` (CPU only, the default): predict through :class:`resnet_toolkit.fastpath.FusedExecutor` (conv+BN folded,
     BN+ReLU fused, MKLDNN subgraph); the same outputs within 1e-4 (tested), 1.03-1.12x the plain module's img/s
-    on a quiet 2-core machine (bench/RESULTS.md). ``fast=False`` runs the checkpoint's graph as saved (MXNet
+    on a quiet 2-core machine (bench/RESULTS.md). ``fused=False`` runs the checkpoint's graph as saved (MXNet
     1.9.1 still applies its own MKLDNN pass to it)."""
     import mxnet as mx
 
@@ -86,18 +86,18 @@ def load_model(prefix: str | os.PathLike, epoch: int, ctx=None, batch_size: int 
     except (mx.base.MXNetError, RuntimeError, ValueError) as exc:
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{params_file}: does not fit {Path(str(prefix) + '-symbol.json').name}: {detail}") from None
-    fast_model = None
-    if fast and (ctx or mx.cpu()).device_type == "cpu":
-        from resnet_toolkit.fastpath import InferenceModel
+    fused_model = None
+    if fused and (ctx or mx.cpu()).device_type == "cpu":
+        from resnet_toolkit.fastpath import FusedExecutor
         try:
-            fast_model = InferenceModel(net, arg_params, aux_params, (batch_size,) + shape, ctx=ctx or mx.cpu())
+            fused_model = FusedExecutor(net, arg_params, aux_params, (batch_size,) + shape, ctx=ctx or mx.cpu())
         except (mx.base.MXNetError, KeyError, ValueError):
-            fast_model = None  # an unusual graph: the plain module above runs it
-    return Model(module, net, arg_params, aux_params, batch_size, shape, num_classes, fast_model)
+            fused_model = None  # an unusual graph: the plain module above runs it
+    return Predictor(module, net, arg_params, aux_params, batch_size, shape, num_classes, fused_model)
 
 
 def load_int8_model(prefix: str | os.PathLike, epoch: int, batch_size: int = 32,
-                    image_shape: Sequence[int] | None = None) -> Model:
+                    image_shape: Sequence[int] | None = None) -> Predictor:
     """Load the INT8 model :mod:`resnet_toolkit.quantize` wrote (``prefix`` is its own prefix, ``P-int8``) and bind it
     on the CPU for batches of up to ``batch_size`` images (``image_shape`` defaults from the stem)."""
     import mxnet as mx
@@ -118,7 +118,7 @@ def load_int8_model(prefix: str | os.PathLike, epoch: int, batch_size: int = 32,
     except (mx.base.MXNetError, KeyError) as exc:
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{params_path(prefix, epoch)}: does not fit {symbol_path(prefix).name}: {detail}") from None
-    return Model(None, symbol, arg_params, aux_params, batch_size, shape, num_classes, executor)
+    return Predictor(None, symbol, arg_params, aux_params, batch_size, shape, num_classes, executor)
 
 
 def class_names(num_classes: int, synset: str | os.PathLike | None = None,
@@ -221,7 +221,7 @@ def top_k(probabilities: np.ndarray, k: int) -> list[int]:
     return [int(i) for i in order[:k]]
 
 
-def predict_images(model: Model, paths: Sequence[str | os.PathLike], names: Sequence[str], k: int = 5,
+def predict_images(model: Predictor, paths: Sequence[str | os.PathLike], names: Sequence[str], k: int = 5,
                    resize: int | None = None) -> Iterator[Prediction]:
     """Classify ``paths`` in batches of ``model.batch_size``; one :class:`Prediction` per path, in order.
     An image that does not decode gives a Prediction with ``error`` set; the others still run."""

@@ -27,8 +27,9 @@ from typing import Sequence
 
 from resnet_toolkit.checkpoint import check_checkpoint, load_checkpoint, params_path, symbol_path
 from resnet_toolkit.errors import UserError, clear_failed_ops
-from resnet_toolkit.fileio import atomic_path, write_ndarrays
+from resnet_toolkit.fileio import atomic_path, check_writable_dir, write_ndarrays
 from resnet_toolkit.model_facts import default_image_shape, default_resize, inference_symbol
+from symbols.spec import net_type_for_input
 
 CALIB_MODES = ("naive", "entropy")
 INT8_SUFFIX = "-int8"
@@ -121,9 +122,7 @@ def check_quantize_args(prefix, epoch: int, calib_rec, num_batches: int, batch_s
     if records < batch_size:
         raise UserError(f"{calib_rec}: {records} images is fewer than one batch of {batch_size}; use a smaller "
                         f"--batch-size")
-    out_dir = Path(str(prefix)).parent
-    if not os.access(out_dir, os.W_OK):
-        raise UserError(f"{out_dir}: cannot write the INT8 files here (no write permission)")
+    check_writable_dir(Path(str(prefix)).parent, "INT8 output (beside --prefix)")
 
 
 def check_calibration_sizes(calib_rec: str | os.PathLike, image_shape: Sequence[int]) -> None:
@@ -175,7 +174,7 @@ def quantize_checkpoint(prefix: str | os.PathLike, epoch: int, calib_rec: str | 
         raise UserError(f"{symbol_path(prefix)}: already a quantized graph")
     net = inference_symbol(symbol)
     shape = tuple(image_shape) if image_shape else default_image_shape(symbol)
-    layout = get_layout("imagenet" if max(shape[1:]) > 64 else "cifar10")
+    layout = get_layout(net_type_for_input(shape))
     unknown = sorted(set(exclude) - {n["name"] for n in json.loads(net.tojson())["nodes"]})
     if unknown:
         raise UserError(f"--exclude {', '.join(unknown)}: no such layer in the network")
@@ -208,7 +207,7 @@ def quantize_checkpoint(prefix: str | os.PathLike, epoch: int, calib_rec: str | 
 class Int8Executor:
     """An INT8 graph bound once for ``data_shape``: ``forward(batch)`` -> class probabilities (NDArray).
 
-    Same interface as :class:`resnet_toolkit.fastpath.InferenceModel`, so :class:`resnet_toolkit.predictor.Model`
+    Same interface as :class:`resnet_toolkit.fastpath.FusedExecutor`, so :class:`resnet_toolkit.predictor.Predictor`
     runs either.
     """
 

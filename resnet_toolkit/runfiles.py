@@ -14,20 +14,20 @@ from resnet_toolkit.train_args import RunConfig, build_parser
 NOT_SAVED = ("config", "retrain", "model_load_epoch")
 
 
-def saved_config(args: RunConfig) -> dict:
+def saved_config(cfg: RunConfig) -> dict:
     """The resolved flags of a run (every flag of :func:`build_parser` but :data:`NOT_SAVED`), by flag name, as
     ``PREFIX-args.json`` holds them; ``--config`` reads the file back."""
     config = {}
     for action in build_parser()._actions:
         if action.dest in ("help", *NOT_SAVED) or not action.option_strings:
             continue
-        value = getattr(args, action.dest)
+        value = getattr(cfg, action.dest)
         if action.dest == "lr_steps":
-            value = ",".join(map(str, args.lr_step_epochs))
+            value = ",".join(map(str, cfg.lr_step_epochs))
         config[action.option_strings[0][2:]] = value
-    # the augmentation as trained: a flag not given has its default filled in (resnet_toolkit.fit does the same)
-    config["aug-level"], config["mirror"], config["pad"] = resolve_augmentation(args.layout, args.aug_level,
-                                                                                args.mirror, args.pad)
+    # the augmentation as trained: a flag not given has its default filled in (as resnet_toolkit.runplan.plan_run)
+    config["aug-level"], config["mirror"], config["pad"] = resolve_augmentation(cfg.layout, cfg.aug_level,
+                                                                                cfg.mirror, cfg.pad)
     return config
 
 
@@ -50,15 +50,16 @@ def network_flags(config: dict) -> dict:
     return values
 
 
-def config_path(cfg: RunConfig) -> Path:
-    return Path(f"{cfg.model_prefix}-args.json")
+def config_path(prefix: str) -> Path:
+    """``PREFIX-args.json`` of a checkpoint prefix."""
+    return Path(f"{prefix}-args.json")
 
 
-def read_saved_config(cfg: RunConfig) -> dict | None:
+def read_saved_config(prefix: str, retrain: bool) -> dict | None:
     """The ``PREFIX-args.json`` mapping of the run a ``--retrain`` continues; None when not a retrain, or when the
     file is absent or unreadable (a run killed before its first checkpoint wrote it, the original's files)."""
-    path = config_path(cfg)
-    if not (cfg.retrain and path.is_file()):
+    path = config_path(prefix)
+    if not (retrain and path.is_file()):
         return None
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -68,8 +69,9 @@ def read_saved_config(cfg: RunConfig) -> dict | None:
 
 
 def config_changes(cfg: RunConfig) -> list[str]:
-    """The flags a retrain changes against the ``PREFIX-args.json`` of the run it continues ('lr 0.1 -> 0.01')."""
-    path = config_path(cfg)
+    """The flags a retrain changes against the ``PREFIX-args.json`` of the run it continues ('lr 0.1 -> 0.01');
+    ``cfg`` as trained (:meth:`resnet_toolkit.runplan.RunPlan.flags_as_trained`)."""
+    path = config_path(cfg.model_prefix)
     if not (cfg.retrain and path.is_file()):
         return []
     try:
@@ -82,8 +84,9 @@ def config_changes(cfg: RunConfig) -> list[str]:
 
 
 def write_config(cfg: RunConfig) -> None:
-    """``PREFIX-args.json``: the resolved flags (:func:`resnet_toolkit.train_args.saved_config`), written with the run's
-    first checkpoint; a retrain keeps the file of the run it continues."""
-    path = config_path(cfg)
+    """``PREFIX-args.json``: the flags as trained (:func:`saved_config` of
+    :meth:`resnet_toolkit.runplan.RunPlan.flags_as_trained`), written with the run's first checkpoint (a run that
+    stops before it leaves no file behind); a retrain keeps the file of the run it continues."""
+    path = config_path(cfg.model_prefix)
     if not (cfg.retrain and path.is_file()):
         atomic_write_text(path, json.dumps(saved_config(cfg), indent=1) + "\n")

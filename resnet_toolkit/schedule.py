@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 # By network type (the stem: 'cifar10' for 32x32-style data, digits and small folders included; 'imagenet').
+DEFAULT_LR = 0.1  # the original's --lr: the peak of a cosine/poly curve, the first rate of a step curve
 DEFAULT_STEPS = {"cifar10": (120, 160), "imagenet": (30, 60, 90)}
 DEFAULT_END_EPOCH = {"cifar10": 200, "imagenet": 120}
 

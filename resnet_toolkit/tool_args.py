@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from resnet_toolkit.checkpoint import latest_epoch, resolve_checkpoint, symbol_path
+from resnet_toolkit.checkpoint import latest_epoch, resolve_epoch, symbol_path
 from resnet_toolkit.errors import UserError
 from resnet_toolkit.model_facts import parse_image_shape
-from resnet_toolkit.predictor import Model, load_int8_model, load_model
+from resnet_toolkit.predictor import Predictor, load_int8_model, load_model
 
 
 def pick_context(gpu: int | None = None, cpu: bool = False):
@@ -59,9 +59,9 @@ def add_checkpoint_args(parser: argparse.ArgumentParser, *, batch_size: int | No
     return group
 
 
-def load_model_from_flags(args) -> Model:
+def load_model_from_flags(args) -> Predictor:
     """:func:`load_model` for the flags :func:`add_checkpoint_args` declares: ``--prefix``, ``--epoch`` (None:
-    the newest, see :func:`resolve_checkpoint`), ``--gpu``, ``--cpu``, ``--batch-size``, ``--image-shape``,
+    the newest, see :func:`resolve_epoch`), ``--gpu``, ``--cpu``, ``--batch-size``, ``--image-shape``,
     ``--plain-graph``, ``--int8`` and ``--num-classes`` (checked against the checkpoint's ``fc1``).
 
     ``--int8`` runs ``PREFIX-int8-symbol.json`` / ``PREFIX-int8-EPOCH.params`` (``tools/quantize.py`` writes them);
@@ -83,13 +83,13 @@ def load_model_from_flags(args) -> Model:
         if missing:
             raise UserError(f"{missing[0]}: no INT8 model for epoch {epoch}; {hint}--calib-rec TRAIN_OR_VAL.rec")
         prefix = int8_prefix(prefix)
-    epoch = resolve_checkpoint(prefix, epoch if int8 else args.epoch)
+    epoch = resolve_epoch(prefix, epoch if int8 else args.epoch, need_symbol=True)
     image_shape = parse_image_shape(args.image_shape) if args.image_shape else None
     if int8 or _is_int8_checkpoint(prefix):
         model = load_int8_model(prefix, epoch, args.batch_size, image_shape)
     else:
         model = load_model(prefix, epoch, pick_context(args.gpu, args.cpu), args.batch_size, image_shape,
-                           fast=not args.plain_graph)
+                           fused=not args.plain_graph)
     if args.num_classes is not None and args.num_classes != model.num_classes:
         raise UserError(f"--num-classes {args.num_classes} does not match the checkpoint: its fc1 has "
                         f"{model.num_classes} outputs")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +23,10 @@ from resnet_toolkit.data import (
 )
 from resnet_toolkit.distill import add_distill_args, check_distill_args
 from resnet_toolkit.errors import UserError
+from resnet_toolkit.fileio import check_writable_dir  # noqa: F401  (re-exported for fit.py and runplan.py)
 from resnet_toolkit.precision import add_precision_args, check_dtype
 from resnet_toolkit.recipe import add_recipe_args, check_recipe_args
-from resnet_toolkit.schedule import DEFAULT_END_EPOCH, DEFAULT_STEPS, parse_steps
+from resnet_toolkit.schedule import DEFAULT_END_EPOCH, DEFAULT_LR, DEFAULT_STEPS, parse_steps
 from resnet_toolkit.synset import SYNSET, read_synset
 from resnet_toolkit.weights import add_finetune_args, check_finetune_args
 from symbols.spec import add_network_args
@@ -82,7 +82,7 @@ def add_fit_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
                      help="number of CPU contexts the batch is split over (data parallelism without a GPU)")
     fit.add_argument("--kv-store", type=str, default="device", help="kvstore type: device, local, dist_sync, ...")
     fit.add_argument("--lr", type=float, default=None,
-                     help="learning rate at the start of this run (default 0.1; with --retrain: the rate the "
+                     help=f"learning rate at the start of this run (default {DEFAULT_LR}; with --retrain: the rate the "
                           "checkpointed run would have used next)")
     fit.add_argument("--lr-steps", type=str, default=None,
                      help="epochs where the rate is multiplied by --lr-factor (default 120,160 CIFAR; 30,60,90 "
@@ -153,8 +153,9 @@ def build_parser(prog: str = "train_resnet.py") -> argparse.ArgumentParser:
 class RunConfig:
     """A run's flags after :func:`resolve_args`: every default filled in, every value checked. The library reads
     this, never the raw flags. Field names are the flags' (``--lr-mode`` -> ``lr_mode``); the last four are
-    derived once here. ``model_prefix`` and ``log_file`` get their rank suffixes in :func:`resnet_toolkit.fit.fit`
-    (``dataclasses.replace``), once the kvstore rank is known.
+    parsed once here. What follows from the flags on this machine and in this job (the kvstore, this worker's
+    prefix and log file, the augmentation as trained, the spec, the devices, ...) is worked out once by
+    :func:`resnet_toolkit.runplan.plan_run`; ``model_prefix`` and ``log_file`` stay as given.
     """
 
     # Data
@@ -168,8 +169,8 @@ class RunConfig:
     num_classes: int
     preprocess_threads: int
     seed: int
-    # Augmentation: None until resnet_toolkit.fit resolves them (the flag, else a retrain's saved value, else the
-    # data type's default: resnet_toolkit.data.resolve_augmentation)
+    # Augmentation: None when not given; RunPlan.augmentation holds the values trained with (the flag, else a
+    # retrain's saved value, else the data type's default: resnet_toolkit.data.resolve_augmentation)
     aug_level: int | None
     mirror: bool | None
     pad: int | None  # pixels
@@ -241,7 +242,7 @@ def resolve_args(args: argparse.Namespace) -> RunConfig:
     """Check every flag and fill in the data-type defaults; raises :class:`UserError` with one clear line.
 
     Returns the :class:`RunConfig`; ``--model-prefix`` is resolved later, once the kvstore rank is known
-    (:func:`default_prefix`).
+    (:func:`resnet_toolkit.runplan.worker_paths`).
     """
     from symbols.spec import get_spec
 
@@ -310,13 +311,13 @@ def resolve_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(**vars(args))
 
 
-def uses_training_graph(args: RunConfig) -> bool:
+def uses_training_graph(cfg: RunConfig) -> bool:
     """Whether the run trains :func:`resnet_toolkit.fastpath.training_graph`'s rewrite of the network.
 
     CPU contexts only (its fused BN+ReLU is an MKLDNN operator), and not with ``--memonger`` (the plan marks the
     nodes of the graph it was made for).
     """
-    return not (args.plain_graph or args.gpu_ids or args.memonger)
+    return not (cfg.plain_graph or cfg.gpu_ids or cfg.memonger)
 
 
 FOLDER = "folder"
@@ -324,10 +325,13 @@ FOLDER = "folder"
 
 def data_layout(args: argparse.Namespace):
     """The :class:`resnet_toolkit.data.DatasetLayout` of the flags: a known data type's, or for ``--data-type
-    folder`` one made from ``--train-rec``, ``--val-rec``, ``--image-shape`` and ``--num-classes`` (images up to 64
-    pixels high train like CIFAR: 3x3 stem, by default pad 4 + random crop + mirror; larger ones like ImageNet, by
-    ``--aug-level``; ``--mirror``/``--no-mirror`` and ``--pad`` choose for either)."""
+    folder`` one made from ``--train-rec``, ``--val-rec``, ``--image-shape`` and ``--num-classes`` (images up to
+    ``SMALL_INPUT_MAX`` (64) pixels high train like CIFAR: 3x3 stem, by default pad 4 + random crop + mirror;
+    larger ones like ImageNet, by ``--aug-level``; ``--mirror``/``--no-mirror`` and ``--pad`` choose for either:
+    :func:`symbols.spec.net_type_for_input`)."""
     from resnet_toolkit.data import DatasetLayout, get_layout
+    from resnet_toolkit.model_facts import parse_image_shape
+    from symbols.spec import net_type_for_input
 
     if args.data_type != FOLDER:
         if args.train_rec or args.val_rec or args.image_shape:
@@ -338,40 +342,12 @@ def data_layout(args: argparse.Namespace):
     if missing:
         raise UserError(f"--data-type folder needs {', '.join(missing)} (files made by tools/im2rec_wrapper.py "
                         f"list + pack)")
-    try:
-        shape = tuple(int(x) for x in args.image_shape.split(","))
-        if len(shape) != 3 or shape[0] != 3 or min(shape[1:]) < 8:
-            raise ValueError
-    except ValueError:
-        raise UserError(f"--image-shape must be '3,H,W' with H, W >= 8, got {args.image_shape!r}") from None
-    small = shape[1] <= 64
+    shape = parse_image_shape(args.image_shape, min_size=8)
+    net_type = net_type_for_input(shape)  # the stem; the folder trains like that data set (CIFAR-10: pad 4)
     return DatasetLayout(FOLDER, {1: args.train_rec}, args.val_rec, shape, args.num_classes or 0,
-                         "cifar10" if small else "imagenet", pad=4 if small else 0,
+                         net_type, pad=get_layout(net_type).pad,
                          make_command="python tools/im2rec_wrapper.py list ROOT --out DATA_DIR --name NAME "
                                       "--train-ratio 0.9, then pack each .lst")
-
-
-def default_prefix(args: RunConfig, rank: int) -> str:
-    """The original's checkpoint prefix ``model/resnet-{data_type}-{depth}-{rank}``; the other families put
-    their name first: ``model/resnext50_32x4d-{data_type}-{rank}``, ``model/resnet20_v1-cifar10-0``."""
-    if args.network == "resnet_v2":
-        return os.path.join("model", f"resnet-{args.data_type}-{args.depth}-{rank}")
-    from symbols.spec import get_spec
-
-    name = get_spec(args.layout.net_type, args.depth, args.network, args.cardinality, args.bottleneck_width).name
-    return os.path.join("model", f"{name.removeprefix('cifar_')}-{args.data_type}-{rank}")
-
-
-def check_writable_dir(folder: str | os.PathLike, what: str) -> Path:
-    """Create ``folder`` if needed and check a file can be written there; a clear error otherwise."""
-    folder = Path(folder or ".")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create {what} folder {folder}: {exc.strerror}") from None
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"{what} folder {folder} is not writable")
-    return folder
 
 
 def parse_args(argv: list[str] | None = None) -> RunConfig:

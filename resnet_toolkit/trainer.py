@@ -1,7 +1,7 @@
 """The epochs of one run, laid out as pycls and torchvision's references do: :class:`Trainer` with
 ``train_epoch`` (updates and Speedometer lines), ``save_epoch`` (checkpoint and optimizer state), ``validate`` (the
 whole validation file) and ``train_model`` calling them in turn; what each batch trains against
-(:func:`target_recipe`) and what a checkpoint's retention keeps (:func:`retain`)."""
+(:attr:`resnet_toolkit.runplan.RunPlan.targets`) and what a checkpoint's retention keeps (:func:`retain`)."""
 from __future__ import annotations
 
 import logging
@@ -13,14 +13,15 @@ from typing import Any
 import numpy as np
 
 from resnet_toolkit import checkpoint as ckpt
-from resnet_toolkit.cluster import Cluster
-from resnet_toolkit.data import DataPlan, iter_batches, make_train_iter, make_val_iter, next_batch
+from resnet_toolkit.data import iter_batches, make_train_iter, make_val_iter, next_batch
 from resnet_toolkit.distill import Teacher, distill_targets
 from resnet_toolkit.errors import UserError
+from resnet_toolkit.evaluation import Counts
 from resnet_toolkit.logparse import stats_line
 from resnet_toolkit.precision import float32_params
-from resnet_toolkit.recipe import TargetRecipe, random_erasing
+from resnet_toolkit.recipe import random_erasing
 from resnet_toolkit.runfiles import write_config
+from resnet_toolkit.runplan import RunPlan
 from resnet_toolkit.schedule import Schedule
 from resnet_toolkit.train_args import RunConfig
 from resnet_toolkit.trainlog import TrainingLog
@@ -39,48 +40,51 @@ class TrainResult:
         return self.history[-1]["val-accuracy"] if self.history else math.nan
 
 
-def target_recipe(cfg: RunConfig) -> TargetRecipe:
-    """What each batch trains against (``--label-smoothing``, ``--mixup``, ``--mixup-off-epoch``, ``--teacher``)."""
-    return TargetRecipe(cfg.num_classes, cfg.label_smoothing, cfg.mixup, cfg.mixup_off_epoch, cfg.end_epoch,
-                        cfg.seed, distilled=bool(cfg.teacher))
+def imagenet_metrics(cfg: RunConfig) -> bool:
+    """Whether the log reports top-5 (ImageNet-size data, more than 5 classes) rather than cross-entropy next to
+    the accuracy, as the original did."""
+    return cfg.layout.net_type == "imagenet" and cfg.num_classes > 5
 
 
 def metrics(cfg: RunConfig):
-    """accuracy + cross-entropy for CIFAR-size data, accuracy + top-5 for ImageNet-size (as the original)."""
+    """The training metrics: accuracy + cross-entropy for CIFAR-size data, accuracy + top-5 for ImageNet-size (as
+    the original)."""
     import mxnet as mx
 
-    if cfg.layout.net_type == "imagenet" and cfg.num_classes > 5:
+    if imagenet_metrics(cfg):
         return mx.metric.CompositeEvalMetric([mx.metric.Accuracy(), mx.metric.TopKAccuracy(top_k=5)])
     return mx.metric.CompositeEvalMetric([mx.metric.Accuracy(), mx.metric.CrossEntropy()])
 
 
-def evaluate(engine, val_iter, metric) -> list[tuple[str, float]]:
-    """Metrics of ``engine`` over one pass of a fresh validation iterator, excluding the padding of its last batch.
+def evaluate(engine, val_iter, num_classes: int, top5: bool) -> list[tuple[str, float]]:
+    """Accuracy and top-5 (``top5``) or cross-entropy of ``engine`` over one pass of a fresh validation iterator,
+    excluding the padding of its last batch, counted by :class:`resnet_toolkit.evaluation.Counts` (as
+    ``tools/score.py``), under the names MXNet's metrics log.
 
     (A reset ``ImageRecordIter`` with ``round_batch`` starts after the records it borrowed for the last padded
     batch, so each pass would see a different set: always pass a new iterator.)
     """
-    import mxnet as mx
-
-    metric.reset()
+    counts = Counts(num_classes)
     for batch in val_iter:
         probs = engine.predict(batch)
         keep = probs.shape[0] - (batch.pad or 0)
-        metric.update([mx.nd.array(batch.label[0].asnumpy()[:keep])], [mx.nd.array(probs[:keep])])
-    return metric.get_name_value()
+        # float32 as MXNet's metrics read them (an NDArray made from a numpy array is float32)
+        counts.add(probs[:keep].astype(np.float32, copy=False), batch.label[0].asnumpy()[:keep].astype(np.int64))
+    if top5:
+        return [("accuracy", counts.top1), (f"top_k_accuracy_{counts.k}", counts.topk)]
+    return [("accuracy", counts.top1), ("cross-entropy", counts.cross_entropy)]
 
 
 @dataclass
 class Trainer:
     """One run's epochs, as pycls and torchvision's references lay them out: :meth:`train_epoch`,
     :meth:`save_epoch`, :meth:`validate`, and :meth:`train_model` calling them in turn. Everything it needs was
-    worked out once by :func:`fit` (the engine, the data plan, the schedule, where the files go)."""
+    worked out once: the run's facts in ``plan`` (:mod:`resnet_toolkit.runplan`), the engine, the Symbol it
+    checkpoints and the schedule by :func:`resnet_toolkit.fit.fit`."""
 
-    cfg: RunConfig
+    plan: RunPlan
     engine: Any
     sym: Any
-    plan: DataPlan
-    cluster: Cluster
     schedule: Schedule
     result: TrainResult
     log: TrainingLog
@@ -88,7 +92,7 @@ class Trainer:
 
     def train_model(self) -> None:
         """Every epoch from the start point to ``--end-epoch``: train, checkpoint, validate, log, retain."""
-        for epoch in range(self.result.begin_epoch, self.cfg.end_epoch):
+        for epoch in range(self.result.begin_epoch, self.plan.cfg.end_epoch):
             train_values, class_counts, elapsed = self.train_epoch(epoch)
             self.save_epoch(epoch)
             val_values = self.validate(epoch)
@@ -96,13 +100,13 @@ class Trainer:
             stats.update({f"train-{n}": round(v, 6) for n, v in train_values})
             stats.update({f"val-{n}": round(v, 6) for n, v in val_values})
             # 12 significant digits: the rate 0.1 x 0.1 is logged as 0.01, not its float product 0.010000000000000002
-            num_update = (epoch + 1) * self.plan.epoch_size
+            num_update = (epoch + 1) * self.plan.data.epoch_size
             stats.update({"lr": float(f"{self.schedule(num_update):.12g}"), "time": round(elapsed, 3),
-                          "speed": round(self.plan.epoch_size * self.cfg.batch_size / elapsed, 2),
+                          "speed": round(self.plan.data.epoch_size * self.plan.cfg.batch_size / elapsed, 2),
                           "images-read": int(class_counts.sum()), "class-counts-read": class_counts.tolist()})
             logging.info("%s", stats_line(stats))
             self.result.history.append(stats)
-            retain(self.cfg, self.result.prefix, epoch + 1, dict(val_values).get("accuracy", math.nan))
+            retain(self.plan.cfg, self.result.prefix, epoch + 1, dict(val_values).get("accuracy", math.nan))
             self.log.commit()
 
     def train_epoch(self, epoch: int) -> tuple[list[tuple[str, float]], np.ndarray, float]:
@@ -110,22 +114,23 @@ class Trainer:
         images read per class (this worker's share) and the wall time in seconds."""
         import mxnet as mx
 
-        cfg, engine, plan = self.cfg, self.engine, self.plan
+        plan, engine = self.plan, self.engine
+        cfg, aug, train_rec = plan.cfg, plan.augmentation, plan.data.train_rec
         metric = metrics(cfg)
         speedometer = mx.callback.Speedometer(cfg.batch_size, cfg.frequent)
-        targets_of = target_recipe(cfg)
+        targets_of = plan.targets
         tic = time.time()
-        train_iter = make_train_iter(plan.train_rec, cfg.layout, cfg.batch_size, cfg.aug_level,
-                                     num_parts=self.cluster.num_workers, part_index=self.cluster.rank,
+        train_iter = make_train_iter(train_rec, cfg.layout, cfg.batch_size, aug.level,
+                                     num_parts=plan.cluster.num_workers, part_index=plan.cluster.rank,
                                      seed=cfg.seed + epoch, preprocess_threads=cfg.preprocess_threads,
-                                     mirror=cfg.mirror, pad=cfg.pad)
+                                     mirror=aug.mirror, pad=aug.pad)
         class_counts = np.zeros(cfg.num_classes, dtype=np.int64)
-        for nbatch in range(plan.epoch_size):
+        for nbatch in range(plan.data.epoch_size):
             try:
-                batch = next_batch(train_iter, plan.train_rec)
+                batch = next_batch(train_iter, train_rec)
             except StopIteration:
                 train_iter.reset()
-                batch = next_batch(train_iter, plan.train_rec)
+                batch = next_batch(train_iter, train_rec)
             labels = batch.label[0].asnumpy().astype(np.int64)
             class_counts += np.bincount(labels[(labels >= 0) & (labels < cfg.num_classes)],
                                         minlength=cfg.num_classes)
@@ -161,25 +166,25 @@ class Trainer:
         import mxnet as mx
 
         arg_params, aux_params = (float32_params(p) for p in self.engine.get_params())  # checkpoints are float32
-        num_update = (epoch + 1) * self.plan.epoch_size
+        num_update = (epoch + 1) * self.plan.data.epoch_size
         states = self.engine.get_states()
         states["meta:num_update"] = mx.nd.array([num_update], dtype="float64")
         states["meta:next_lr"] = mx.nd.array([self.schedule.curve(num_update + 1)], dtype="float64")
         if self.schedule.mode != "step":  # the peak of the curve (a step curve's base_lr is the rate at its start)
             states["meta:base_lr"] = mx.nd.array([self.schedule.base_lr], dtype="float64")
         saved = ckpt.save_checkpoint(self.result.prefix, epoch + 1, self.sym, arg_params, aux_params, states,
-                                     replace_symbol=not self.cfg.retrain)
+                                     replace_symbol=not self.plan.cfg.retrain)
         if epoch == self.result.begin_epoch:
-            write_config(self.cfg)
+            write_config(self.plan.flags_as_trained())
         logging.info('Saved checkpoint to "%s"', saved)
 
     def validate(self, epoch: int) -> list[tuple[str, float]]:
         """The metrics over the whole validation file (every worker: in a dist_sync job all hold the same
         weights, so each logs the accuracy of the whole set, not of a 1/N share)."""
-        cfg = self.cfg
-        val_iter = make_val_iter(self.plan.val_rec, cfg.layout, cfg.batch_size,
-                                 preprocess_threads=cfg.preprocess_threads)
-        val_values = evaluate(self.engine, iter_batches(val_iter, self.plan.val_rec), metrics(cfg))
+        cfg, val_rec = self.plan.cfg, self.plan.data.val_rec
+        val_iter = make_val_iter(val_rec, cfg.layout, cfg.batch_size, preprocess_threads=cfg.preprocess_threads)
+        val_values = evaluate(self.engine, iter_batches(val_iter, val_rec), cfg.num_classes,
+                              imagenet_metrics(cfg))
         for name, value in val_values:
             logging.info("Epoch[%d] Validation-%s=%f", epoch, name, value)
         return val_values

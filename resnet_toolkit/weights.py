@@ -176,10 +176,7 @@ def finetune_params(text: str, sym, data_shape: tuple[int, ...], seed: int
     from resnet_toolkit import checkpoint as ckpt
 
     prefix, epoch_text = parse_finetune(text)
-    if not ckpt.list_epochs(prefix):
-        raise UserError(f"--finetune {text}: no checkpoint {prefix}-NNNN.params (looked in "
-                        f"{Path(prefix).parent.resolve()})")
-    epoch = ckpt.resolve_epoch(prefix, epoch_text)
+    epoch = ckpt.resolve_epoch(prefix, epoch_text, flag=f"--finetune {text}")
     source_args, source_auxs = ckpt.load_params(prefix, epoch)
     source = {**source_args, **source_auxs}
     arg_params, aux_params = init_params(sym, data_shape, seed)

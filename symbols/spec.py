@@ -29,7 +29,49 @@ from dataclasses import dataclass, field
 
 from .errors import UserError
 
-NET_TYPES = ("cifar10", "imagenet")
+# Net types. 'cifar10' and 'imagenet' name the network's STEM and the input scale it was designed for, not a
+# data set: 'cifar10' a 3x3 stride-1 convolution for small (CIFAR-like) inputs, 'imagenet' a 7x7 stride-2
+# convolution and a 3x3 stride-2 max pool (or resnet_vd's deep stem). The names are the original project's, kept
+# because saved PREFIX-args.json files and the original's API use them: a --data-type folder run or a digits run
+# gets one too. NET_TYPE_FACTS holds what each one means; net_type_for_input() picks one for an input size.
+SMALL_INPUT_MAX = 64  # the largest input side (pixels) that counts as CIFAR-like: 3x3 stem, no validation resize
+
+
+@dataclass(frozen=True)
+class NetTypeFacts:
+    """What one net type means for a model (timm's ``default_cfg`` idea): the stem it defaults to, the input it
+    was designed for (the original's training set-up) and validation's resize, from the short side of the
+    validation records made for that input (ImageNet's 256 for a 224 crop; CIFAR's images as they are)."""
+
+    net_type: str
+    stem: str                         # the default stem (:data:`STEMS`)
+    image_shape: tuple[int, int, int]  # default network input (channels, height, width)
+    val_short_side: int               # validation records' shorter side for an ``image_shape`` input
+
+    def eval_resize(self, side: int) -> int:
+        """Validation's shorter side for an input side of ``side`` pixels, scaled as ``val_short_side`` is to
+        the default input: 256 for 224 (ImageNet), ``side`` itself for CIFAR."""
+        return int(round(side * self.val_short_side / self.image_shape[1]))
+
+
+NET_TYPE_FACTS: dict[str, NetTypeFacts] = {t.net_type: t for t in (
+    NetTypeFacts("cifar10", "cifar", (3, 32, 32), 32),
+    NetTypeFacts("imagenet", "imagenet", (3, 224, 224), 256),
+)}
+NET_TYPES = tuple(NET_TYPE_FACTS)
+
+
+def net_type_for_side(side: int) -> str:
+    """'cifar10' for an input side of at most :data:`SMALL_INPUT_MAX` pixels, else 'imagenet'."""
+    return "cifar10" if side <= SMALL_INPUT_MAX else "imagenet"
+
+
+def net_type_for_input(image_shape) -> str:
+    """The net type (the stem) of a network for ``image_shape`` (channels, height, width), by its height: images
+    up to :data:`SMALL_INPUT_MAX` pixels high get the CIFAR stem, larger ones the ImageNet stem."""
+    return net_type_for_side(image_shape[1])
+
+
 CLASSIFIER = "fc1"  # the classifier layer of every network here (the original's name): fc1_weight, fc1_bias
 
 # depth -> (units per stage, bottleneck)
@@ -105,7 +147,7 @@ class ResNetSpec:
 
     def __post_init__(self):
         if not self.stem:
-            object.__setattr__(self, "stem", "cifar" if self.net_type == "cifar10" else "imagenet")
+            object.__setattr__(self, "stem", self.net_type_facts.stem)
         if self.stem not in STEMS:
             raise UserError(f"unknown stem {self.stem!r}; valid: {', '.join(STEMS)}")
         if self.network not in FAMILIES:
@@ -122,9 +164,14 @@ class ResNetSpec:
         return len(self.units)
 
     @property
+    def net_type_facts(self) -> NetTypeFacts:
+        """:data:`NET_TYPE_FACTS` of ``net_type`` (a hand-made spec of any other name has ImageNet's, as before)."""
+        return NET_TYPE_FACTS.get(self.net_type, NET_TYPE_FACTS["imagenet"])
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         """(channels, height, width) of the network's input in the original's training set-up."""
-        return (3, 32, 32) if self.net_type == "cifar10" else (3, 224, 224)
+        return self.net_type_facts.image_shape
 
     @property
     def pre_activation(self) -> bool:
@@ -237,7 +284,8 @@ def get_spec(net_type: str, depth: int, network: str = "resnet_v2", cardinality:
     Raises :class:`UserError` naming the valid choices when any of them is unknown or they do not fit together.
     """
     if net_type not in NET_TYPES:
-        raise UserError(f"unknown network type {net_type!r} (the input scale: cifar10 32x32, imagenet 224x224); "
+        scales = ", ".join(f"{t.net_type} {t.image_shape[1]}x{t.image_shape[2]}" for t in NET_TYPE_FACTS.values())
+        raise UserError(f"unknown network type {net_type!r} (the input scale: {scales}); "
                         f"valid: {', '.join(NET_TYPES)}")
     groups, width = family_defaults(network, cardinality, bottleneck_width)
     family = FAMILIES[network]

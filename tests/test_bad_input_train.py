@@ -62,8 +62,8 @@ def good(small_reference_run, cifar_small_dir, tmp_path):
     (["--gpus", "0,x"], "--gpus must be comma-separated GPU ids"),
     (["--lr-steps", "160,120"], "--lr-steps must be increasing positive epochs"),
     (["--memonger", "--api", "gluon"], "--memonger plans a Symbol graph: it works with --api module only"),
-    (["--retrain", "--model-load-epoch", "7"], "no checkpoint {prefix}-0007.params; epochs that exist under "
-                                               "{prefix}: 1, 2, 3"),
+    (["--retrain", "--model-load-epoch", "7"], "--retrain: no checkpoint {prefix}-0007.params (saved epochs: "
+                                               "1, 2, 3)"),
     (["--retrain", "--model-load-epoch", "two"], "--model-load-epoch must be an epoch number, -1 or 'latest'"),
     (["--retrain", "--num-classes", "100"], "--num-classes 100 does not match checkpoint {prefix}-0003.params, "
                                             "which has 10 classes"),
@@ -89,7 +89,7 @@ def test_bad_flag(good, capsys, extra, message):
 
 def test_retrain_without_any_checkpoint(good, tmp_path, capsys):
     message = train_fails([*good.flags, "--retrain", "--model-prefix", tmp_path / "empty" / "m"], capsys)
-    assert message == f"no checkpoint to retrain from: no {tmp_path / 'empty' / 'm'}-NNNN.params file"
+    assert message == f"--retrain: no checkpoint m-NNNN.params (looked for m-*.params in {tmp_path / 'empty'})"
 
 
 def test_missing_data_dir(good, tmp_path, capsys):

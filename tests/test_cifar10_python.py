@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import CIFAR_TAR, SHARED_DATA, need, run_wrapper
 
-from resnet_toolkit.safe_io import load_pickle_safely
+from resnet_toolkit.untrusted import load_pickle_safely
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 CIFAR_PY = SHARED_DATA / "cifar-10-python.tar.gz"

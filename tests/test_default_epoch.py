@@ -79,12 +79,12 @@ def epochs(tmp_path_factory):
 
 
 def test_newest_complete_epoch_is_loaded(epochs, capsys):
-    from resnet_toolkit.checkpoint import resolve_checkpoint
+    from resnet_toolkit.checkpoint import resolve_epoch
     from resnet_toolkit.predictor import load_image, load_model
 
     root, prefix = epochs
-    assert resolve_checkpoint(prefix) == 3
-    assert resolve_checkpoint(prefix, 1) == 1
+    assert resolve_epoch(prefix, need_symbol=True) == 3
+    assert resolve_epoch(prefix, 1, need_symbol=True) == 1
     predict = load_tool("predict/predict.py")
     assert predict.main(["--prefix", prefix, "--img", str(root / "images"), "--json", "--top-k", "10"]) == 0
     results = json.loads(capsys.readouterr().out)
@@ -145,8 +145,8 @@ def test_no_checkpoint_names_the_files_looked_for(tmp_path, case):
 
 
 def test_params_without_symbol_names_the_symbol_file(tmp_path):
-    from resnet_toolkit.checkpoint import resolve_checkpoint
+    from resnet_toolkit.checkpoint import resolve_epoch
 
     (tmp_path / "m-0002.params").write_bytes(b"x")
     with pytest.raises(UserError, match=r"m-symbol.json: no such checkpoint symbol file \(check --prefix\)$"):
-        resolve_checkpoint(tmp_path / "m")
+        resolve_epoch(tmp_path / "m", need_symbol=True)

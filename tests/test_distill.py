@@ -99,7 +99,7 @@ def test_teacher_list_survives_the_saved_configuration(digits_dir, tmp_path):
     (["--hard-weight", "1.5", "--teacher", "x"], "--hard-weight must be in [0, 1], got 1.5"),
     (["--hard-weight", "nan", "--teacher", "x"], "--hard-weight must be in [0, 1], got nan"),
     (["--hard-weight", "0.3"], "--hard-weight needs --teacher"),
-    (["--teacher", "nowhere/m"], "--teacher nowhere/m: no checkpoint nowhere/m-NNNN.params"),
+    (["--teacher", "nowhere/m"], "--teacher nowhere/m: no checkpoint m-NNNN.params (looked for m-*.params in "),
     (["--teacher", "TEACHER,7"], "no checkpoint"),
     (["--teacher", "TEACHER", "--num-classes", "12"], "it predicts 10 classes, this run trains 12"),
 ])

@@ -442,7 +442,7 @@ def test_inference_model_folds_every_bn_after_a_conv(name, size, monkeypatch):
     logits = get_model(name, 10, api="symbol").get_internals()["fc1_output"]  # random nets saturate softmax
     data = np.random.RandomState(5).uniform(0, 255, input_shape(name, batch=2, size=size)).astype(np.float32)
     args, aux = random_params(logits, data.shape, seed=8)
-    model = fastpath.InferenceModel(logits, args, aux, data.shape)
+    model = fastpath.FusedExecutor(logits, args, aux, data.shape)
     bns = [n["name"] for n in json.loads(logits.tojson())["nodes"] if n["op"] == "BatchNorm"]
     assert sorted(model.folded) == sorted(b for b in bns if b != "bn_data")  # post-activation: all but bn_data
     plain = logits.bind(mx.cpu(), args={**args, "data": mx.nd.array(data)}, aux_states=aux, grad_req="null")
@@ -477,14 +477,9 @@ def test_gluon_training_block_with_grouped_convs_same_step():
 def test_benchmark_peers_are_the_same_networks():
     """bench/throughput.py's GluonCV peer for each baseline cell has our parameter count (the name mapping picks
     v1b/v1d, not GluonCV's stride-on-the-1x1 v1), and its PyTorch peer is defined for those cells."""
-    import importlib.util
-    from pathlib import Path
-
     pytest.importorskip("gluoncv")
-    path = Path(__file__).resolve().parents[1] / "bench" / "throughput.py"
-    spec = importlib.util.spec_from_file_location("bench_throughput_families", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from bench import throughput as bench
+
     assert bench.gluoncv_name("resnet50_v1") == "resnet50_v1b" and bench.gluoncv_name("resnet50_vd") == "resnet50_v1d"
     for model in bench.FAMILY_MODELS:
         shape = input_shape(model)
@@ -531,7 +526,7 @@ def test_predict_takes_a_resnext_checkpoint(tmp_path, photos_dir, capsys):
     predict = load_tool("predict/predict.py")
     assert predict.main(["--img", str(photos_dir), "--prefix", prefix, "--epoch", "1", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
-    plain = load_model(prefix, 1, batch_size=3, fast=False)
+    plain = load_model(prefix, 1, batch_size=3, fused=False)
     want = plain.predict(np.stack([load_image(r["image"], (3, 224, 224)) for r in results]))
     for r, p in zip(results, want):
         assert [t["class"] for t in r["top_k"]] == list(np.argsort(-p, kind="stable")[:5])

@@ -151,7 +151,7 @@ def test_inference_model_equals_checkpoint_forward(cifar_tar):
     args, aux = random_params(sym, data.shape, seed=3)
     ref = plain_forward(fastpath.strip_softmax(sym), args, aux, data)
     for kwargs in ({}, {"fold_bn": False}, {"fuse": False}, {"bn_relu": False}):
-        model = fastpath.InferenceModel(sym, args, aux, data.shape, **kwargs)
+        model = fastpath.FusedExecutor(sym, args, aux, data.shape, **kwargs)
         out = model.forward(mx.nd.array(data)).asnumpy()
         assert close(out, ref), kwargs
         assert np.allclose(out.sum(1), 1.0, atol=1e-5)  # probabilities, like the checkpoint's softmax
@@ -339,10 +339,10 @@ def test_predictor_fast_path_matches_module(tmp_path, photos_dir):
     data = photo_batch(photos_dir, 64)
     args, aux = random_params(sym, data.shape, seed=8)
     mx.model.save_checkpoint(str(tmp_path / "r18"), 1, sym, args, aux)
-    fast = load_model(tmp_path / "r18", 1, batch_size=4, image_shape=(3, 64, 64), fast=True)
-    plain = load_model(tmp_path / "r18", 1, batch_size=4, image_shape=(3, 64, 64), fast=False)
-    assert load_model(tmp_path / "r18", 1, batch_size=4, image_shape=(3, 64, 64)).fast is not None  # the default
-    assert fast.fast is not None and plain.fast is None
+    fast = load_model(tmp_path / "r18", 1, batch_size=4, image_shape=(3, 64, 64), fused=True)
+    plain = load_model(tmp_path / "r18", 1, batch_size=4, image_shape=(3, 64, 64), fused=False)
+    assert load_model(tmp_path / "r18", 1, batch_size=4, image_shape=(3, 64, 64)).fused is not None  # the default
+    assert fast.fused is not None and plain.fused is None
     got, want = fast.predict(data), plain.predict(data)  # 3 photos in a batch bound for 4: padded
     assert got.shape == (3, 1000) and close(got, want)
     assert (got.argmax(1) == want.argmax(1)).all() and np.allclose(got.sum(1), 1.0, atol=1e-5)
@@ -351,14 +351,9 @@ def test_predictor_fast_path_matches_module(tmp_path, photos_dir):
 # ------------------------------------------------------------------------------------------- benchmark arithmetic
 
 def _throughput_module():
-    import importlib.util
-    from pathlib import Path
+    from bench import throughput
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "throughput.py"
-    spec = importlib.util.spec_from_file_location("bench_throughput", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return throughput
 
 
 def test_benchmark_ratios_are_medians_of_per_round_ratios():

@@ -124,8 +124,8 @@ def other_network(tmp_path_factory) -> str:
 
 
 @pytest.mark.parametrize("which, message", [
-    ("missing", "--finetune {p}: no checkpoint {p}-NNNN.params (looked in"),
-    ("epoch", "no checkpoint {p}-0009.params; epochs that exist under {p}: 1, 2, 3, 4, 5, 6, 7, 8"),
+    ("missing", "--finetune {p}: no checkpoint nothing-NNNN.params (looked for nothing-*.params in "),
+    ("epoch", "--finetune {p},9: no checkpoint {p}-0009.params (saved epochs: 1, 2, 3, 4, 5, 6, 7, 8)"),
     ("text", "--finetune {p},x: the epoch after the comma must be a number"),
     ("other", "fit {p}-0001.params by name and shape: it holds another network"),
 ])

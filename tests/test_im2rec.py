@@ -270,12 +270,7 @@ def test_jpeg_quality_bench_measures_size_and_loss(cifar_small_tree, tmp_path):
     """bench/jpeg_quality.py's packing and measures: a copy re-encoded at quality 30 has fewer entropy-coded bytes
     than the tarball's images and a finite PSNR against them, lower than a quality-95 copy's; the scan size leaves
     out the JPEG headers; PSNR follows its formula (an offset of 1 everywhere = 48.13 dB)."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "bench" / "jpeg_quality.py"
-    spec = importlib.util.spec_from_file_location("jpeg_quality", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from bench import jpeg_quality as bench
 
     sizes, images, scans = {}, {}, {}
     for name, quality in (("as-is", None), ("q95", 95), ("q30", 30)):
@@ -295,12 +290,7 @@ def test_jpeg_quality_bench_measures_size_and_loss(cifar_small_tree, tmp_path):
 def test_jpeg_quality_bench_first_generation_on_photo_tiles(photos_dir):
     """bench/jpeg_quality.py --photos: 360 clean 32x32 tiles of the three photographs; each JPEG step loses
     (finite PSNR in a plausible range) and a lower quality writes fewer bytes and loses more."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "bench" / "jpeg_quality.py"
-    spec = importlib.util.spec_from_file_location("jpeg_quality", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from bench import jpeg_quality as bench
 
     assert len(bench.photo_tiles(photos_dir)) == 3 * 3 * 40
     first, q50, q30 = bench.first_generation(photos_dir, [50, 30])

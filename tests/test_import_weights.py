@@ -149,7 +149,7 @@ def test_imported_network_equals_gluoncv(tmp_path, resnet50, name, depth, size):
 
     # The Symbol as predict loads it: the folded, fused graph and the graph as saved.
     for fast in (True, False):
-        model = load_model(prefix, 0, batch_size=3, image_shape=(3, size, size), fast=fast)
+        model = load_model(prefix, 0, batch_size=3, image_shape=(3, size, size), fused=fast)
         close(model.predict(raw), softmax(want))
     symbol, arg_params, aux_params = load_checkpoint(prefix, 0)
     close(fc1_logits(symbol, arg_params, aux_params, raw), want)
@@ -164,7 +164,7 @@ def test_the_mapping_is_exact_in_float64(resnet50):
     to 1e-9 (the epsilon change, the clipped variances and the folded normalisation included)."""
     import mxnet as mx
 
-    from resnet_toolkit.importer import convert_params, read_params_file
+    from resnet_toolkit.gluoncv_names import convert_params, read_params_file
 
     net, path = resnet50
     symbol, arg_params, aux_params = convert_params(read_params_file(path), "resnet50_v2", dtype="float64")
@@ -178,7 +178,7 @@ def test_the_mapping_is_exact_in_float64(resnet50):
 
 
 def test_bn_epsilon_conversion():
-    from resnet_toolkit.importer import match_bn_eps
+    from resnet_toolkit.gluoncv_names import match_bn_eps
 
     rng = np.random.RandomState(0)
     gamma, var = rng.uniform(-2, 2, 50), np.concatenate([[0.0, 1e-9, 9.99e-6, 1e-5, 1.01e-5], rng.uniform(0, 3, 45)])
@@ -247,7 +247,7 @@ def test_other_normalisation_is_folded(tmp_path, resnet50):
                                   "cifar_resnet20_v2", "cifar_resnet56_v2", "cifar_resnet110_v2"])
 def test_layer_table_is_gluoncvs(name):
     """Both of Gluon's naming layouts, as GluonCV's own network names its parameters (no forward pass)."""
-    from resnet_toolkit.importer import gluoncv_layers, parse_gluoncv_model
+    from resnet_toolkit.gluoncv_names import gluoncv_layers, parse_gluoncv_model
     from symbols import parse_model_name
 
     net = gluoncv.model_zoo.get_model(name)
@@ -271,7 +271,7 @@ def test_refused_models_differ_when_mapped_naively(name, depth, net_type):
     does not give GluonCV's outputs, because this network's first unit of a stage cannot see x past the ReLU."""
     import mxnet as mx
 
-    from resnet_toolkit.importer import map_arrays
+    from resnet_toolkit.gluoncv_names import map_arrays
     from symbols import get_symbol
 
     classes = 10 if net_type == "cifar10" else 1000
@@ -408,17 +408,17 @@ def test_cli_force_replaces_an_earlier_import(tmp_path, resnet50):
 
 def test_a_failed_check_writes_nothing(tmp_path, resnet50, monkeypatch):
     """The check against GluonCV guards the write: a conversion that went wrong is refused."""
-    from resnet_toolkit import importer
+    from resnet_toolkit import gluoncv_names, importer
 
     _, good = resnet50
-    real = importer.map_arrays
+    real = gluoncv_names.map_arrays
 
     def broken(*args, **kwargs):
         arrays = real(*args, **kwargs)
         arrays["stage3_unit2_bn1_beta"] = arrays["stage3_unit2_bn1_beta"] + 0.1
         return arrays
 
-    monkeypatch.setattr(importer, "map_arrays", broken)
+    monkeypatch.setattr(gluoncv_names, "map_arrays", broken)  # convert_params looks it up there
     with pytest.raises(UserError, match=r"logits differ from GluonCV's by .* on random images \(> .*\); nothing "
                                         "written"):
         importer.import_gluoncv("resnet50_v2", tmp_path / "m", params_file=good, check_batch=1)

@@ -124,7 +124,7 @@ def test_retrain_restores_augmentation_and_keeps_the_symbol_file(copied):
 def test_augmentation_is_saved_and_restored(folder_run, digits_dir, tmp_path):
     """PREFIX-args.json holds the choices; --retrain takes each flag not given from it, a flag given wins; a new
     run gets the data type's defaults (folder of 32 px: level 2, mirror, pad 4)."""
-    from resnet_toolkit.fit import resolve_retrain
+    from resnet_toolkit.runplan import plan_run
     from resnet_toolkit.train_args import parse_args
 
     prefix, flags = folder_run
@@ -134,8 +134,8 @@ def test_augmentation_is_saved_and_restored(folder_run, digits_dir, tmp_path):
     assert (again.aug_level, again.mirror, again.pad) == (1, False, 2)
 
     def resolved(*extra):
-        cfg = resolve_retrain(parse_args([*flags, "--model-prefix", str(prefix), *extra]))
-        return cfg.aug_level, cfg.mirror, cfg.pad
+        aug = plan_run(parse_args([*flags, "--model-prefix", str(prefix), *extra])).augmentation
+        return aug.level, aug.mirror, aug.pad
 
     assert resolved("--retrain") == (1, False, 2)
     assert resolved("--retrain", "--mirror") == (1, True, 2)

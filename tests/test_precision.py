@@ -131,8 +131,8 @@ def test_bfloat16_training_moves_the_loss_like_float32(digit_batches, policy):
     parameters come back float32 (a checkpoint of a bfloat16 run is a float32 checkpoint)."""
     need_feature("bfloat16")
     from resnet_toolkit.fastpath import training_graph
-    from resnet_toolkit.fit import init_params
     from resnet_toolkit.precision import float32_params, mixed_precision_symbol
+    from resnet_toolkit.weights import init_params
     from symbols import get_symbol
 
     sym = training_graph(get_symbol(10, 8, "cifar10"))[0]
@@ -157,8 +157,8 @@ def test_bfloat16_gluon_block_equals_module(digit_batches):
     from mxnet import autograd, gluon
 
     from resnet_toolkit.fastpath import training_graph
-    from resnet_toolkit.fit import init_params
     from resnet_toolkit.precision import mixed_precision_block, mixed_precision_symbol
+    from resnet_toolkit.weights import init_params
     from symbols import get_net, get_symbol
     from symbols.gluon_resnet_v2 import load_symbol_params
 
@@ -283,8 +283,9 @@ def test_precision_policy_flag_reaches_the_bound_graph(flags, bn_dtype, api):
 
     from resnet_toolkit.cluster import Cluster
     from resnet_toolkit.engines import GluonEngine, ModuleEngine
-    from resnet_toolkit.fit import build_symbol, train_setup
+    from resnet_toolkit.fit import train_setup, training_symbol
     from resnet_toolkit.precision import param_dtypes
+    from resnet_toolkit.runplan import network_spec, target_recipe
     from resnet_toolkit.train_args import build_parser, resolve_args
     from resnet_toolkit.weights import init_params
     from symbols import get_net
@@ -292,17 +293,17 @@ def test_precision_policy_flag_reaches_the_bound_graph(flags, bn_dtype, api):
     cfg = resolve_args(build_parser().parse_args(["--data-type", "cifar10", "--depth", "8", "--batch-size", "8",
                                                   "--dtype", "bfloat16", "--api", api, *flags]))
     shape = (8, 3, 32, 32)
-    sym = build_symbol(cfg)
+    sym = training_symbol(cfg, network_spec(cfg), 8)
     arg_params, aux_params = init_params(sym, shape, 0)
-    setup = train_setup(cfg, sym.list_arguments())
+    setup = train_setup(cfg, target_recipe(cfg), sym.list_arguments())
     engine_args = ([mx.cpu()], Cluster(None), shape, arg_params, aux_params, "nag", {"learning_rate": 0.1})
     if api == "gluon":
-        engine = GluonEngine(get_net(10, 8, "cifar10"), *engine_args, fast_graph=True, recipe=setup)
+        engine = GluonEngine(get_net(10, 8, "cifar10"), *engine_args, training_graph=True, recipe=setup)
         engine.forward_backward(mx.nd.zeros(shape), mx.nd.zeros(8))
         bound = engine.block._cached_graph[1]
         inputs = {bound.list_inputs()[0]: "float32"}  # the traced block's data variable
     else:
-        engine = ModuleEngine(sym, *engine_args, fast_graph=True, recipe=setup)
+        engine = ModuleEngine(sym, *engine_args, training_graph=True, recipe=setup)
         bound = engine.mod.symbol
         inputs = {"data": "float32", "softmax_label": "float32"}
     ops = _op_dtypes(bound, **inputs)
@@ -392,34 +393,24 @@ def test_loss_scaler_schedule():
 
 # ------------------------------------------------------------------------------------------- benchmark arithmetic
 def test_precision_benchmark_ratios():
-    """bench/precision.py: each low-precision engine against ours fp32 and the peers, as medians of per-round
-    ratios (round 2 disturbed); torch's low precision only against torch fp32."""
-    import importlib.util
-    from pathlib import Path
+    """bench/throughput.py --precision: each low-precision engine against ours fp32 and the peers, as medians of
+    per-round ratios (round 2 disturbed); torch's low precision only against torch fp32."""
+    from bench import throughput as bench
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "precision.py"
-    spec = importlib.util.spec_from_file_location("bench_precision", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     times = {"ours/fp32": [1.0, 5.0, 1.0], "ours/int8": [0.4, 4.0, 0.5], "gluoncv/fp32": [1.2, 6.0, 1.2],
              "torch/fp32": [2.0, 2.0, 2.0], "torch/int8": [1.0, 1.0, 1.0]}
-    r = bench.ratios(times, "infer")
+    r = bench.precision_ratios(times, "infer")
     assert r["ours/int8|ours/fp32"] == 2.0
     assert r["ours/int8|gluoncv/fp32"] == 2.4
     assert r["ours/int8|torch/fp32"] == 4.0 and r["ours/int8|torch/int8"] == 2.0
     assert r["torch/int8|torch/fp32"] == 2.0 and "torch/int8|ours/fp32" not in r
-    assert bench.mx_keys("train", ["ours"]) == ["ours/fp32", "ours/bf16", "ours/bf16-mxbn"]
-    assert bench.torch_keys("infer") == ["torch/fp32", "torch/int8"]
+    assert bench.precision_mx_keys("train", ["ours"]) == ["ours/fp32", "ours/bf16", "ours/bf16-mxbn"]
+    assert bench.precision_torch_keys("infer") == ["torch/fp32", "torch/int8"]
 
 
 def test_kernel_tally_reads_onednn_verbose_lines():
-    import importlib.util
-    from pathlib import Path
+    from bench import throughput as bench
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "precision.py"
-    spec = importlib.util.spec_from_file_location("bench_precision", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     lines = [  # as oneDNN 2.4 prints them (MXNet 1.9.1, DNNL_VERBOSE=1)
         "dnnl_verbose,info,cpu,isa:Intel AVX-512 with Intel DL Boost",
         "dnnl_verbose,exec,cpu,convolution,jit_bf16:avx512_core,forward_training,src_bf16::blocked:aBcd16b:f0 "
@@ -460,42 +451,3 @@ def test_adjacent_low_precision_ops_share_one_cast():
             data=(1, 2, 5, 5))[0])}).forward()
         assert [o.dtype for o in out] == [np.float32, np.float32]
         assert all(np.isfinite(o.asnumpy()).all() for o in out)  # read: a failed kernel raises here, not later
-
-
-# ------------------------------------------------------------------------------------------- gradient bias bench
-def _bench_module(name: str):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_bf16_gradients_tells_a_bias_from_noise():
-    """bench/bf16_gradients.py's statistics on made-up gradients: a constant error is coherent (1.0), an
-    independent one about 1/sqrt(K), a pure shrink points against the gradient (align -1), and the groups split by
-    name."""
-    bench = _bench_module("bf16_gradients")
-    rng = np.random.default_rng(0)
-    k = 400
-    names = {"stage1_unit1_conv1_weight": (8, 3), "stage1_unit1_bn1_gamma": (8,), "fc1_bias": (10,)}
-    common = {n: rng.normal(size=s) for n, s in names.items()}
-    ref = [{n: common[n] + rng.normal(size=s) for n, s in names.items()} for _ in range(k)]
-    bias = {n: 0.3 * rng.normal(size=s) for n, s in names.items()}
-
-    constant = bench.compare(ref, [{n: g[n] + bias[n] for n in g} for g in ref])["all"]
-    assert constant["coherence"] == pytest.approx(1.0)
-    mean_ref = [np.mean([g[n] for g in ref], axis=0) for n in names]
-    assert constant["bias_vs_signal"] == pytest.approx(bench._norm(list(bias.values())) / bench._norm(mean_ref))
-
-    noisy = bench.compare(ref, [{n: g[n] + 0.3 * rng.normal(size=g[n].shape) for n in g} for g in ref])["all"]
-    assert noisy["coherence"] == pytest.approx(1 / np.sqrt(k), rel=0.3)
-    assert noisy["err"] == pytest.approx(0.3 / np.sqrt(2), rel=0.3)  # per element: error 0.3, gradient sqrt(2)
-
-    shrunk = bench.compare(ref, [{n: 0.5 * g[n] for n in g} for g in ref])
-    assert shrunk["all"]["align"] == pytest.approx(-1.0) and shrunk["all"]["err"] == pytest.approx(0.5)
-    assert set(shrunk) == {"conv weight", "BN gamma", "classifier", "all"}
-    assert bench.batch_noise(ref)["all"]["signal"] == pytest.approx(1 / np.sqrt(2), rel=0.2)

@@ -134,7 +134,7 @@ def test_quantize_bad_input_is_one_line_and_writes_nothing(random_model, digits_
         "no symbol file": (["--prefix", folder / "nope", "--epoch", "3", "--calib-rec", rec],
                            f"{folder / 'nope'}-symbol.json: no such checkpoint symbol file"),
         "no such epoch": (["--prefix", prefix, "--epoch", "7", "--calib-rec", rec],
-                          "-0007.params: no checkpoint for epoch 7 (saved epochs: 3)"),
+                          f"no checkpoint {prefix}-0007.params (saved epochs: 3)"),
         "no calib rec": (["--prefix", prefix, "--epoch", "3", "--calib-rec", folder / "val.rec"],
                          f"{folder / 'val.rec'}: no such file"),
         "zero batches": ([*base[:-1], "0"], "--num-calib-batches must be at least 1, got 0"),

@@ -92,7 +92,8 @@ def short_runs(small_reference_run, tmp_path_factory):
     """3 updates (--num-examples 96, batch 32) from the same initial weights through: Module on 1 and 2 CPU
     contexts, Gluon on 1 and 2 (all with the default training graph), and Module and Gluon on 1 context with
     --plain-graph; returns each run's parameters and the initial ones."""
-    from resnet_toolkit.fit import build_symbol
+    from resnet_toolkit.fit import training_symbol
+    from resnet_toolkit.runplan import network_spec
     from resnet_toolkit.train_args import build_parser, resolve_args
     from resnet_toolkit.weights import init_params
 
@@ -107,7 +108,7 @@ def short_runs(small_reference_run, tmp_path_factory):
         runs[name] = _params(str(out / name / "m"), 1)
     args = resolve_args(build_parser().parse_args([str(f) for f in small_reference_run.flags]))
     shape = (args.batch_size, 3, 32, 32)
-    init_arg, _ = init_params(build_symbol(args), shape, args.seed)
+    init_arg, _ = init_params(training_symbol(args, network_spec(args), args.batch_size), shape, args.seed)
     runs["init"] = {f"arg:{k}": v.asnumpy() for k, v in init_arg.items()}
     return runs
 
@@ -160,7 +161,8 @@ def test_training_graph_is_the_cpu_default(extra, fast):
 
     from resnet_toolkit.cluster import Cluster
     from resnet_toolkit.engines import GluonEngine, ModuleEngine
-    from resnet_toolkit.fit import build_symbol
+    from resnet_toolkit.fit import training_symbol
+    from resnet_toolkit.runplan import network_spec
     from resnet_toolkit.train_args import build_parser, resolve_args, uses_training_graph
     from resnet_toolkit.weights import init_params
 
@@ -168,17 +170,17 @@ def test_training_graph_is_the_cpu_default(extra, fast):
                                                    *extra]))
     assert uses_training_graph(args) == fast
     shape = (8, 3, 32, 32)
-    sym = build_symbol(args)
+    sym = training_symbol(args, network_spec(args), 8)
     arg_params, aux_params = init_params(sym, shape, 0)
     engine_args = ([mx.cpu()], Cluster(None), shape, arg_params, aux_params, "nag", {"learning_rate": 0.1})
     if args.api == "gluon":
         from symbols import get_net
 
-        engine = GluonEngine(get_net(10, 20, "cifar10"), *engine_args, fast_graph=uses_training_graph(args))
+        engine = GluonEngine(get_net(10, 20, "cifar10"), *engine_args, training_graph=uses_training_graph(args))
         engine.forward_backward(mx.nd.zeros(shape), mx.nd.zeros(8))
         bound = engine.block._cached_graph[1].tojson()
     else:
-        engine = ModuleEngine(sym, *engine_args, fast_graph=uses_training_graph(args))
+        engine = ModuleEngine(sym, *engine_args, training_graph=uses_training_graph(args))
         bound = engine.mod.symbol.tojson()
     assert ('"_contrib_BatchNormWithReLU"' in bound) == fast
     assert ('"op": "mean"' in bound) == fast

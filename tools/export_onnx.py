@@ -21,11 +21,11 @@ from typing import Sequence
 import numpy as np
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
-from resnet_toolkit.checkpoint import check_checkpoint, resolve_checkpoint
+from resnet_toolkit.checkpoint import check_checkpoint, resolve_epoch
 from resnet_toolkit.errors import UserError, run_cli
 from resnet_toolkit.fileio import atomic_path
 from resnet_toolkit.model_facts import parse_image_shape
-from resnet_toolkit.predictor import Model, load_model
+from resnet_toolkit.predictor import Predictor, load_model
 from resnet_toolkit.tool_args import add_checkpoint_args
 
 
@@ -40,7 +40,7 @@ class ExportReport:
     max_abs_diff: float | None
 
 
-def export_symbol(model: Model, path: str | os.PathLike) -> None:
+def export_symbol(model: Predictor, path: str | os.PathLike) -> None:
     """Write ``model``'s inference network as ONNX to ``path``: batch dimension dynamic, opset of the installed
     onnx package."""
     from mxnet import onnx as mx_onnx
@@ -80,7 +80,7 @@ def onnx_outputs(path: str | os.PathLike, batch: np.ndarray) -> np.ndarray:
     return output
 
 
-def check_against_mxnet(path: str | os.PathLike, model: Model, batch: np.ndarray) -> float:
+def check_against_mxnet(path: str | os.PathLike, model: Predictor, batch: np.ndarray) -> float:
     """Max absolute difference between ONNX Runtime's and MXNet's outputs on ``batch``."""
     return float(np.abs(onnx_outputs(path, batch) - model.predict(batch)).max())
 
@@ -103,7 +103,7 @@ def export_onnx(prefix: str, epoch: int, out: str | os.PathLike, image_shape: Se
         raise UserError(f"cannot write {out}: Is a directory")
     check_checkpoint(prefix, epoch)
     # the reference for the check is the checkpoint's own graph, as exported (not the folded inference graph)
-    model = load_model(prefix, epoch, batch_size=max(check_batch, 1), image_shape=image_shape, fast=False)
+    model = load_model(prefix, epoch, batch_size=max(check_batch, 1), image_shape=image_shape, fused=False)
     diff = None
     try:
         with atomic_path(out) as tmp:
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")  # no "Subgraph backend MKLDNN is activated" lines
     if args.check_batch < 0:
         raise UserError(f"--check-batch must be >= 0, got {args.check_batch}")
-    epoch = resolve_checkpoint(args.prefix, args.epoch)
+    epoch = resolve_epoch(args.prefix, args.epoch, need_symbol=True)
     out = args.out or f"{args.prefix}-{epoch:04d}.onnx"
     shape = parse_image_shape(args.image_shape) if args.image_shape else None
     report = export_onnx(args.prefix, epoch, out, shape, args.check_batch, args.tolerance)

@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "digits":
         _report(datasets.pack_digits(args.out, args.seed, args.val_fraction, progress=progress))
     elif args.command == "extract":
-        from resnet_toolkit.safe_io import safe_extract
+        from resnet_toolkit.untrusted import safe_extract
 
         print(f"extracted {safe_extract(args.archive, args.dest)} files into {args.dest}")
     elif args.command == "check":

@@ -5,7 +5,7 @@
     python predict/predict.py --prefix model/resnet-50 --img cat.jpg
 
 The checkpoint takes raw RGB 0..255 like every network of this project: GluonCV's mean/std normalisation is folded
-into bn_data (see resnet_toolkit/importer.py). resnet18_v2, resnet34_v2 and GluonCV's CIFAR v2 networks are
+into bn_data (see resnet_toolkit/gluoncv_names.py). resnet18_v2, resnet34_v2 and GluonCV's CIFAR v2 networks are
 refused: they cannot be mapped exactly (their first unit has no projection shortcut). Before anything is written,
 GluonCV's network and the converted one run --check-batch random images and must agree within --tolerance.
 """
@@ -16,7 +16,8 @@ import os
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 from resnet_toolkit.errors import UserError, run_cli
-from resnet_toolkit.importer import IMAGENET_MEAN, IMAGENET_STD, MAPPABLE, import_gluoncv
+from resnet_toolkit.gluoncv_names import IMAGENET_MEAN, IMAGENET_STD, MAPPABLE
+from resnet_toolkit.importer import import_gluoncv
 
 
 def parse_triple(text: str, flag: str) -> tuple[float, float, float]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 from resnet_toolkit import evaluation
-from resnet_toolkit.checkpoint import resolve_checkpoint
+from resnet_toolkit.checkpoint import resolve_epoch
 from resnet_toolkit.errors import UserError, run_cli
 from resnet_toolkit.fileio import check_writable_file
 from resnet_toolkit.predictor import class_names
@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.resize is not None and args.resize <= 0:
         raise UserError(f"--resize must be a positive number of pixels, got {args.resize}")
-    if not args.int8:
-        args.epoch = resolve_checkpoint(args.prefix, args.epoch)  # before the record file: the usual mistake first
+    if not args.int8:  # before the record file: the usual mistake first
+        args.epoch = resolve_epoch(args.prefix, args.epoch, need_symbol=True)
     check_record_file(args.rec)
     check_outputs(args)
     lst_file, lst = None, None
