@@ -11,12 +11,23 @@ import pytest
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 
 pytest.register_assert_rewrite("helpers")  # its assertions report like the tests' own; before the import below
-from helpers import CIFAR_TAR, PHOTOS, ROOT, SMALL_TRAIN_FLAGS, TRAINED_CIFAR_FLAGS, copy_records, need, run_train  # noqa: E402
+from helpers import (  # noqa: E402
+    CIFAR_PY,
+    CIFAR_TAR,
+    PHOTOS,
+    ROOT,
+    SMALL_TRAIN_FLAGS,
+    TRAINED_CIFAR_FLAGS,
+    copy_records,
+    need,
+    run_train,
+)
 
 # The `slow` marker: tests that train a network, pack a whole data set or start processes. Besides the tests that
 # carry it themselves, every test using one of these session fixtures or living in one of these modules gets it,
 # so that `pytest -m "not slow"` (make test-fast) runs the quick rest.
-SLOW_FIXTURES = frozenset({"cifar_rec_dir", "trained_cifar", "cifar_small_dir", "small_reference_run"})
+SLOW_FIXTURES = frozenset({"cifar_rec_dir", "cifar_lossless_dir", "trained_cifar", "cifar_small_dir",
+                           "small_reference_run"})
 SLOW_MODULES = frozenset({"test_train", "test_dist", "test_launch", "test_kill", "test_resume", "test_finetune",
                           "test_distill", "test_recipe", "test_score", "test_cifar10_python", "test_import_weights",
                           "test_own_images_flags", "test_own_images_data", "test_default_epoch"})
@@ -73,6 +84,18 @@ def cifar_rec_dir(tmp_path_factory) -> Path:
     tar = need(CIFAR_TAR)
     out = tmp_path_factory.mktemp("cifar10_rec")
     pack_cifar10(tar, out, pass_through=True, seed=0, num_thread=2, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cifar_lossless_dir(tmp_path_factory) -> Path:
+    """The lossless CIFAR-10 (the official python batches) packed once per session as PNG records, seed 0:
+    cifar10_train.rec/.idx, cifar10_val.rec/.idx and synset.txt. About 15 s on 2 cores."""
+    from resnet_toolkit.datasets import pack_cifar10
+
+    tar = need(CIFAR_PY)
+    out = tmp_path_factory.mktemp("cifar10_lossless")
+    pack_cifar10(tar, out, seed=0, num_thread=2, progress=False)
     return out
 
 

@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RESNETV2_SHARED_DATA", ROOT.parent / "shared" / "data"))
 #: The CIFAR-10 tarball (JPEGs) in the real data.
 CIFAR_TAR = SHARED_DATA / "cifar10-jpg.tar.gz"
+#: CIFAR-10 in the official python-batch format, every pixel the original arrays' (lossless).
+CIFAR_PY = SHARED_DATA / "cifar-10-python.tar.gz"
 #: The folder of real photos in the real data.
 PHOTOS = SHARED_DATA / "photos"
 

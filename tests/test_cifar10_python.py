@@ -9,12 +9,11 @@ import tarfile
 
 import numpy as np
 import pytest
-from helpers import CIFAR_TAR, SHARED_DATA, need, run_wrapper
+from helpers import CIFAR_PY, CIFAR_TAR, need, run_wrapper
 
 from resnet_toolkit.untrusted import load_pickle_safely
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
-CIFAR_PY = SHARED_DATA / "cifar-10-python.tar.gz"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
