@@ -56,7 +56,7 @@ def metrics(cfg: RunConfig):
     return mx.metric.CompositeEvalMetric([mx.metric.Accuracy(), mx.metric.CrossEntropy()])
 
 
-def evaluate(engine, val_iter, num_classes: int, top5: bool) -> list[tuple[str, float]]:
+def evaluate_engine(engine, val_iter, num_classes: int, top5: bool) -> list[tuple[str, float]]:
     """Accuracy and top-5 (``top5``) or cross-entropy of ``engine`` over one pass of a fresh validation iterator,
     excluding the padding of its last batch, counted by :class:`resnet_toolkit.evaluation.Counts` (as
     ``tools/score.py``), under the names MXNet's metrics log.
@@ -183,7 +183,7 @@ class Trainer:
         weights, so each logs the accuracy of the whole set, not of a 1/N share)."""
         cfg, val_rec = self.plan.cfg, self.plan.data.val_rec
         val_iter = make_val_iter(val_rec, cfg.layout, cfg.batch_size, preprocess_threads=cfg.preprocess_threads)
-        val_values = evaluate(self.engine, iter_batches(val_iter, val_rec), cfg.num_classes,
+        val_values = evaluate_engine(self.engine, iter_batches(val_iter, val_rec), cfg.num_classes,
                               imagenet_metrics(cfg))
         for name, value in val_values:
             logging.info("Epoch[%d] Validation-%s=%f", epoch, name, value)
