@@ -111,6 +111,27 @@ def _mx_data(batch: int, shape: tuple, classes: int):
     return data, label
 
 
+def _module_train_step(sym, data, label, init, seed: int | None = None):
+    """One NAG training step of ``sym`` bound in a Module on the CPU (the gradient averaged over the batch), as
+    a function to time; ``seed`` seeds MXNet before the parameters are initialised."""
+    import mxnet as mx
+
+    mod = mx.mod.Module(sym, context=mx.cpu())
+    mod.bind(data_shapes=[("data", data.shape)], label_shapes=[("softmax_label", label.shape)])
+    if seed is not None:
+        mx.random.seed(seed)
+    mod.init_params(init)
+    mod.init_optimizer(kvstore="local", optimizer="nag",
+                       optimizer_params={**NAG, "rescale_grad": 1.0 / data.shape[0]})
+    dbatch = mx.io.DataBatch([data], [label])
+
+    def step():
+        mod.forward_backward(dbatch)
+        mod.update()
+        mx.nd.waitall()
+    return step
+
+
 def _build_module(model: str, batch: int, variant: str, what: str):
     import mxnet as mx
 
@@ -120,22 +141,11 @@ def _build_module(model: str, batch: int, variant: str, what: str):
     shape, classes = model_shape(model)
     sym = get_model(model, classes, api="symbol")
     data, label = _mx_data(batch, shape, classes)
-    dbatch = mx.io.DataBatch([data], [label])
     init = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
     if what == "train":
         if variant == "fast":
             sym = fastpath.training_graph(sym)[0]
-        mod = mx.mod.Module(sym, context=mx.cpu())
-        mod.bind(data_shapes=[("data", data.shape)], label_shapes=[("softmax_label", label.shape)])
-        mod.init_params(init)
-        mod.init_optimizer(kvstore="local", optimizer="nag",
-                           optimizer_params={**NAG, "rescale_grad": 1.0 / batch})
-
-        def step():
-            mod.forward_backward(dbatch)
-            mod.update()
-            mx.nd.waitall()
-        return step
+        return _module_train_step(sym, data, label, init)
     mod = mx.mod.Module(sym, context=mx.cpu())
     mod.bind(data_shapes=[("data", data.shape)], label_shapes=[("softmax_label", label.shape)])
     mod.init_params(init)
@@ -396,18 +406,7 @@ def _build_ours_low(model: str, batch: int, variant: str, what: str):
         sym = fastpath.training_graph(sym)[0]
         if variant != "fp32":
             sym = mixed_precision_symbol(sym, "bfloat16", policy="mxnet" if variant == "bf16-mxbn" else "fp32-bn")
-        mod = mx.mod.Module(sym, context=mx.cpu())
-        mod.bind(data_shapes=[("data", data.shape)], label_shapes=[("softmax_label", label.shape)])
-        mx.random.seed(0)
-        mod.init_params(init)
-        mod.init_optimizer(kvstore="local", optimizer="nag", optimizer_params={**NAG, "rescale_grad": 1 / batch})
-        dbatch = mx.io.DataBatch([data], [label])
-
-        def step():
-            mod.forward_backward(dbatch)
-            mod.update()
-            mx.nd.waitall()
-        return step
+        return _module_train_step(sym, data, label, init, seed=0)
     mod = mx.mod.Module(sym, context=mx.cpu())
     mod.bind(data_shapes=[("data", data.shape)], label_shapes=[("softmax_label", label.shape)], for_training=False)
     mx.random.seed(0)
