@@ -24,7 +24,7 @@ from resnet_toolkit.im2rec import (
     scan_image_folder,
 )
 from resnet_toolkit.images import IMAGE_EXTENSIONS, ImageLimits, Transform
-from resnet_toolkit.synset import check_synset_replaceable, write_synset
+from resnet_toolkit.synset import check_synset_replaceable, default_names_file, named_classes, write_synset
 from resnet_toolkit.untrusted import iter_archive_files, load_pickle_safely
 
 DIGIT_CLASSES = [str(d) for d in range(10)]
@@ -149,11 +149,13 @@ def pack_cifar10(source: str | os.PathLike, out_dir: str | os.PathLike, pass_thr
 
 def pack_imagenet(root: str | os.PathLike, out_dir: str | os.PathLike, quality: int = 90, num_thread: int = 1,
                   seed: int = 0, sizes: Sequence[int] = (480, 256), limits: ImageLimits = ImageLimits(),
-                  progress: bool | None = None) -> list[PackSummary]:
+                  progress: bool | None = None, names_file: str | os.PathLike | None = None) -> list[PackSummary]:
     """The original's three files from ``root/train/<class>/*`` and ``root/val/<class>/*``:
     ``train_480_q90.rec`` (scale augmentation), ``train_256_q90.rec`` and ``val_256_q90.rec``, + ``synset.txt``.
 
-    Val class folders must be train class names; labels follow the sorted train classes.
+    Val class folders must be train class names; labels follow the sorted train classes. ``synset.txt`` names
+    each class ``'FOLDER NAME'`` from ``names_file``, else from ``root/classes.txt`` when there is one
+    (:func:`resnet_toolkit.synset.named_classes`), else by its folder name.
     """
     root = Path(root)
     for sub in ("train", "val"):
@@ -164,8 +166,9 @@ def pack_imagenet(root: str | os.PathLike, out_dir: str | os.PathLike, quality: 
     unknown = sorted(set(val.classes) - set(train.classes))
     if unknown:
         raise UserError(f"{root / 'val'}: classes {unknown[:5]} are not train classes")
+    synset = named_classes(train.classes, default_names_file(root, names_file))
     out = ensure_output_dir(out_dir)
-    check_synset_replaceable(out, train.classes)
+    check_synset_replaceable(out, synset)
     index = {c: i for i, c in enumerate(train.classes)}
     train_items = [Item(f"train/{rel}", label, file_loader(root / "train" / rel)) for rel, label in train.items]
     random.Random(seed).shuffle(train_items)
@@ -179,7 +182,7 @@ def pack_imagenet(root: str | os.PathLike, out_dir: str | os.PathLike, quality: 
     val_transform = Transform(resize=256, quality=quality, limits=limits)
     summaries.append(pack_items(val_items, out / f"val_256_q{quality}.rec", val_transform, num_thread,
                                 progress=progress))
-    write_synset(out, train.classes)
+    write_synset(out, synset)
     return summaries
 
 

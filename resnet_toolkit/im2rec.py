@@ -31,7 +31,13 @@ from resnet_toolkit.errors import DiskFull, ShortWrite, UserError
 from resnet_toolkit.fileio import atomic_path, atomic_write_text, remove_stale_partials
 from resnet_toolkit.images import IMAGE_EXTENSIONS, ImageSkipped, Transform
 from resnet_toolkit.records import read_payloads
-from resnet_toolkit.synset import check_synset_replaceable, read_synset, write_synset
+from resnet_toolkit.synset import (
+    check_synset_replaceable,
+    default_names_file,
+    named_classes,
+    read_synset,
+    write_synset,
+)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Writing records
@@ -258,16 +264,20 @@ def read_lst(path: str | os.PathLike) -> list[tuple[str, int]]:
 
 
 def make_lists(root: str | os.PathLike, out_dir: str | os.PathLike, name: str, train_ratio: float = 1.0,
-               seed: int = 0, shuffle: bool = True, stratify: bool = True) -> tuple[list[Path], FolderScan]:
+               seed: int = 0, shuffle: bool = True, stratify: bool = True,
+               names_file: str | os.PathLike | None = None) -> tuple[list[Path], FolderScan]:
     """Scan ``root`` and write ``{name}_train.lst`` + ``{name}_val.lst`` (``train_ratio`` < 1) or ``{name}.lst``,
-    and ``synset.txt``, into ``out_dir``. The shuffle is seeded; the split follows it: with ``stratify`` each class
+    and ``synset.txt`` (class names from ``names_file`` or ``root/classes.txt`` as
+    :func:`resnet_toolkit.synset.named_classes` reads them, else the folder names), into ``out_dir``. The shuffle
+    is seeded; the split follows it: with ``stratify`` each class
     gives ``train_ratio`` of its images to the training list (:func:`split_by_class`), else the first
     ``train_ratio`` of all images go there."""
     if not 0.0 < train_ratio <= 1.0:
         raise UserError(f"--train-ratio must be in (0, 1], got {train_ratio}")
     scan = scan_image_folder(root)
+    synset = named_classes(scan.classes, default_names_file(root, names_file))
     out = ensure_output_dir(out_dir)
-    check_synset_replaceable(out, scan.classes)
+    check_synset_replaceable(out, synset)
     items = list(scan.items)
     if shuffle:
         random.Random(seed).shuffle(items)
@@ -279,7 +289,7 @@ def make_lists(root: str | os.PathLike, out_dir: str | os.PathLike, name: str, t
         paths = [write_lst(out / f"{name}_train.lst", train), write_lst(out / f"{name}_val.lst", val)]
     else:
         paths = [write_lst(out / f"{name}.lst", items)]
-    write_synset(out, scan.classes)
+    write_synset(out, synset)
     return paths, scan
 
 
@@ -374,3 +384,43 @@ def subset_records(src: str | os.PathLike, dst: str | os.PathLike, labels: dict[
                 writer.write_idx(count, mx.recordio.pack(header._replace(label=float(labels[label]), id=count), data))
                 count += 1
     return count
+
+
+def select_classes(synset: Sequence[str], wanted: Sequence[str]) -> dict[int, int]:
+    """``{old label: new label}`` for the classes ``wanted`` names, in the old label order. Each of ``wanted`` is a
+    whole ``synset.txt`` line, its first word (a folder name such as ``n01440764``) or the rest of it (``tench``);
+    a :class:`UserError` for a name that matches no class or several."""
+    chosen = set()
+    for want in wanted:
+        want = want.strip()
+        hits = [i for i, line in enumerate(synset)
+                if want in (line, line.split(None, 1)[0], line.split(None, 1)[-1])]
+        if len(hits) != 1:
+            found = "no class" if not hits else f"{len(hits)} classes"
+            raise UserError(f"--classes: {want!r} matches {found} of the {len(synset)} in synset.txt "
+                            f"({', '.join(synset[:3])}, ...)")
+        chosen.add(hits[0])
+    if len(chosen) < 2:
+        raise UserError(f"--classes: a classifier needs at least 2 classes, got {len(chosen)}")
+    return {old: new for new, old in enumerate(sorted(chosen))}
+
+
+def subset_data_dir(src_dir: str | os.PathLike, out_dir: str | os.PathLike, wanted: Sequence[str]
+                    ) -> list[tuple[str, int]]:
+    """Copy every ``.rec`` (+ ``.idx``) of the packed folder ``src_dir`` to ``out_dir``, keeping only the classes
+    ``wanted`` (:func:`select_classes`), relabelled 0..n-1 in their old order, with the matching ``synset.txt``:
+    a fine-tuning set from a packed one. Returns ``(record file name, records kept)`` per file."""
+    src = Path(src_dir)
+    synset = read_synset(src / "synset.txt")
+    labels = select_classes(synset, wanted)
+    recs = sorted(p for p in src.glob("*.rec") if p.with_suffix(".idx").is_file())
+    if not recs:
+        raise UserError(f"{src}: no .rec files with an .idx beside them")
+    out = ensure_output_dir(out_dir)
+    if out.resolve() == src.resolve():
+        raise UserError(f"--out {out_dir} is the source folder; a subset goes into its own folder")
+    classes = [synset[old] for old in sorted(labels)]
+    check_synset_replaceable(out, classes)
+    kept = [(rec.name, subset_records(rec, out / rec.name, labels)) for rec in recs]
+    write_synset(out, classes)
+    return kept

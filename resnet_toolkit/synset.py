@@ -69,3 +69,61 @@ def copy_synset(data_dir: str | os.PathLike, target_dir: str | os.PathLike) -> N
         text = source.read_text(encoding="utf-8")
         if not target.is_file() or target.read_text(encoding="utf-8", errors="replace") != text:
             atomic_write_text(target, text)
+
+
+# A ``classes.txt`` beside the class folders names them (Imagenette's and many data sets' convention).
+CLASS_NAMES_FILE = "classes.txt"
+MAX_NAMES_BYTES = 1 << 20  # a class-names file is a short text; anything larger is not one
+
+
+def read_class_names(path: str | os.PathLike) -> dict[str, str]:
+    """``{folder: name}`` from a class-names file: one ``FOLDER NAME`` line per class, the folder name first, then
+    a tab or spaces, then the human-readable name (Imagenette's ``classes.txt``: ``n01440764<TAB>tench``). Read as
+    text only; a :class:`UserError` naming the line for a line without a name or a folder named twice."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_NAMES_BYTES:
+            raise UserError(f"{path}: {path.stat().st_size} bytes is too large for a class-names file "
+                            f"(at most {MAX_NAMES_BYTES})")
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such class-names file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read class-names file ({getattr(exc, 'strerror', None) or exc})") from None
+    names: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        parts = line.strip().split(None, 1)
+        if len(parts) != 2:
+            raise UserError(f"{path}:{number}: expected 'FOLDER NAME' (a class folder, a tab or spaces, its "
+                            f"name), got {line.strip()!r}")
+        folder, name = parts
+        if folder in names:
+            raise UserError(f"{path}:{number}: class folder {folder!r} named twice")
+        names[folder] = name.strip()
+    if not names:
+        raise UserError(f"{path}: class-names file is empty")
+    return names
+
+
+def named_classes(classes: Sequence[str], names_file: str | os.PathLike | None) -> list[str]:
+    """The ``synset.txt`` lines for class folders ``classes`` (sorted, label order): ``'n01440764 tench'`` (the
+    folder, a space, its name from ``names_file``: MXNet's ImageNet synset format, which predictions print whole),
+    or the folder names themselves without a file. A :class:`UserError` when the file leaves a class unnamed."""
+    if names_file is None:
+        return list(classes)
+    names = read_class_names(names_file)
+    missing = [c for c in classes if c not in names]
+    if missing:
+        raise UserError(f"{names_file}: no name for {len(missing)} class folder(s): {_preview(missing)} "
+                        f"(one 'FOLDER NAME' line per class folder)")
+    return [f"{c} {names[c]}" for c in classes]
+
+
+def default_names_file(root: str | os.PathLike, given: str | os.PathLike | None) -> Path | None:
+    """``given``, else ``root/classes.txt`` when there is one, else None (class folders name themselves)."""
+    if given:
+        return Path(given)
+    candidate = Path(root) / CLASS_NAMES_FILE
+    return candidate if candidate.is_file() else None

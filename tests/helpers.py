@@ -28,6 +28,8 @@ CIFAR_TAR = SHARED_DATA / "cifar10-jpg.tar.gz"
 CIFAR_PY = SHARED_DATA / "cifar-10-python.tar.gz"
 #: The folder of real photos in the real data.
 PHOTOS = SHARED_DATA / "photos"
+#: 2,000 ImageNet photographs of 10 classes at 224x224 (Imagenette's split) with classes.txt naming them.
+IMAGENETTE = SHARED_DATA / "imagenette-224-subset.tar.gz"
 
 
 def need(path: Path) -> Path:

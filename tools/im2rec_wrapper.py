@@ -4,7 +4,8 @@
     python tools/im2rec_wrapper.py list ROOT --out DIR --name NAME [--train-ratio 0.9]
     python tools/im2rec_wrapper.py pack DIR/NAME_train.lst --root ROOT --out DIR --resize 480 --quality 90
     python tools/im2rec_wrapper.py cifar10 ../shared/data/cifar10-jpg.tar.gz --out data
-    python tools/im2rec_wrapper.py imagenet IMAGENET_ROOT --out data
+    python tools/im2rec_wrapper.py imagenet IMAGENET_ROOT --out data [--names ROOT/classes.txt]
+    python tools/im2rec_wrapper.py subset data --classes tench,church,parachute --out data-3
     python tools/im2rec_wrapper.py digits --out data
     python tools/im2rec_wrapper.py extract ARCHIVE DEST
     python tools/im2rec_wrapper.py check data/cifar10_train.rec [--decode]
@@ -46,6 +47,12 @@ def _add_image_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_names_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--names", default=None,
+                   help="class names: one 'FOLDER NAME' line per class folder (default: ROOT/classes.txt when "
+                        "there is one, else the folder names); synset.txt then reads 'FOLDER NAME'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="im2rec_wrapper.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-stratify", action="store_true",
                    help="split the shuffled images as a whole, not class by class (validation counts per class "
                         "then vary)")
+    _add_names_arg(p)
 
     p = sub.add_parser("pack", help=".lst -> .rec + .idx (+ synset.txt) with MXNet's packing")
     p.add_argument("lst", help="a .lst file written by `list` (index, label, path relative to --root)")
@@ -93,7 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--quality", type=_quality, default=90, help="JPEG quality (default 90)")
     p.add_argument("--seed", type=int, default=0, help="record-order shuffle seed (default 0)")
+    _add_names_arg(p)
     _add_image_args(p)
+
+    p = sub.add_parser("subset", help="a packed folder's records of some classes only, relabelled, + synset.txt "
+                                      "(a fine-tuning set)")
+    p.add_argument("data_dir", help="packed folder (its .rec/.idx files and synset.txt)")
+    p.add_argument("--classes", required=True,
+                   help="comma-separated classes to keep: synset.txt lines, their folder names or their names")
+    p.add_argument("--out", required=True, help="output folder (not data_dir)")
 
     p = sub.add_parser("digits", help="the demo set: digits_train.rec / digits_val.rec (32x32) + synset.txt")
     p.add_argument("--out", required=True, help="output folder")
@@ -133,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "list":
         paths, scan = im2rec.make_lists(args.root, args.out, args.name or Path(args.root).resolve().name,
                                         args.train_ratio, args.seed, shuffle=not args.no_shuffle,
-                                        stratify=not args.no_stratify)
+                                        stratify=not args.no_stratify, names_file=args.names)
         for path in paths:
             print(f"wrote {path}")
         print(f"{len(scan.items)} images in {len(scan.classes)} classes -> {Path(args.out) / 'synset.txt'}")
@@ -156,7 +172,12 @@ def main(argv: list[str] | None = None) -> int:
                                     num_thread=args.num_thread, quality=args.quality, progress=progress))
     elif args.command == "imagenet":
         _report(datasets.pack_imagenet(args.root, args.out, args.quality, args.num_thread, args.seed,
-                                     limits=_limits(args), progress=progress))
+                                     limits=_limits(args), progress=progress, names_file=args.names))
+    elif args.command == "subset":
+        wanted = [c for c in args.classes.split(",") if c.strip()]
+        for name, count in im2rec.subset_data_dir(args.data_dir, args.out, wanted):
+            print(f"{Path(args.out) / name}: {count} records")
+        print(f"classes kept -> {Path(args.out) / 'synset.txt'}")
     elif args.command == "digits":
         _report(datasets.pack_digits(args.out, args.seed, args.val_fraction, progress=progress))
     elif args.command == "extract":

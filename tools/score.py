@@ -83,13 +83,15 @@ def check_outputs(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")  # no "Subgraph backend MKLDNN is activated" lines
-    from resnet_toolkit.records import check_record_file
+    from resnet_toolkit.records import check_record_file, count_records
 
     if args.resize is not None and args.resize <= 0:
         raise UserError(f"--resize must be a positive number of pixels, got {args.resize}")
     if not args.int8:  # before the record file: the usual mistake first
         args.epoch = resolve_epoch(args.prefix, args.epoch, need_symbol=True)
     check_record_file(args.rec)
+    # A file smaller than one batch is scored in one batch of its size (the scores do not depend on the batch).
+    args.batch_size = min(args.batch_size, count_records(args.rec))
     check_outputs(args)
     lst_file, lst = None, None
     if args.misclassified:  # image paths: the .lst given, else the one named like the .rec (MXNet's im2rec.py)
