@@ -26,7 +26,7 @@ IMAGENET_SYNSET = Path(__file__).resolve().parent / "synset.txt"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--img", nargs="+", required=True, help="image files and/or folders (searched recursively)")
-    add_checkpoint_args(parser, batch_size=32)
+    add_checkpoint_args(parser, batch_size=32, backend=True)
     parser.add_argument("--synset", help="class names, one per line (default: synset.txt beside the checkpoint)")
     parser.add_argument("--top-k", type=int, default=5, help="classes shown per image")
     parser.add_argument("--resize", type=int, help="shorter side before the center crop (default: 256 for 224, "

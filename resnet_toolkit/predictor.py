@@ -30,13 +30,17 @@ class Predictor:
 
     ``batch`` is float32 NCHW raw RGB 0..255 with at most ``batch_size`` images; returns (n, num_classes)
     float32 probabilities. ``symbol`` is the inference symbol (softmax of fc1) and ``arg_params`` /
-    ``aux_params`` its parameters, for exporters. ``fused`` (an object with ``forward(batch)``: the folded, fused
-    float32 graph or an INT8 one) runs when set; ``module`` otherwise (None for INT8 models).
+    ``aux_params`` its parameters, for exporters. What runs: ``runner`` when set (another engine,
+    :func:`with_backend`), else ``fused`` (an object with ``forward(batch)``: the folded, fused float32 graph or an
+    INT8 one), else ``module`` (None for INT8 models). ``backend`` names the engine.
     """
 
     def __init__(self, module, symbol, arg_params: dict, aux_params: dict, batch_size: int,
-                 image_shape: tuple[int, int, int], num_classes: int, fused=None):
+                 image_shape: tuple[int, int, int], num_classes: int, fused=None, runner=None,
+                 backend: str = "mxnet"):
         self.module = module
+        self.runner = runner  # batch (batch_size, 3, H, W) float32 -> probabilities, or None: MXNet runs
+        self.backend = backend
         self.fused = fused  # resnet_toolkit.fastpath.FusedExecutor bound for batch_size, or None: the module runs
         self.symbol = symbol
         self.arg_params = arg_params
@@ -55,6 +59,8 @@ class Predictor:
             full = np.zeros((self.batch_size,) + tuple(batch.shape[1:]), dtype=np.float32)
             full[:n] = batch
             batch = full
+        if self.runner is not None:
+            return np.asarray(self.runner(batch.astype(np.float32, copy=False)))[:n]
         if self.fused is not None:
             return self.fused.forward(batch.astype(np.float32, copy=False)).asnumpy()[:n]
         self.module.forward(mx.io.DataBatch([mx.nd.array(batch, dtype="float32")]), is_train=False)
@@ -94,6 +100,19 @@ def load_model(prefix: str | os.PathLike, epoch: int, ctx=None, batch_size: int 
         except (mx.base.MXNetError, KeyError, ValueError):
             fused_model = None  # an unusual graph: the plain module above runs it
     return Predictor(module, net, arg_params, aux_params, batch_size, shape, num_classes, fused_model)
+
+
+def with_backend(model: Predictor, backend: str) -> Predictor:
+    """``model`` run by ``backend`` ('mxnet': itself; 'onnxruntime' or 'openvino': its inference network exported
+    to ONNX and loaded there, :mod:`resnet_toolkit.backends`), bound for the same batch size and input."""
+    if backend == "mxnet":
+        return model
+    from resnet_toolkit.backends import make_runner
+
+    runner = make_runner(backend, model.symbol, model.arg_params, model.aux_params,
+                         (model.batch_size,) + tuple(model.image_shape))
+    return Predictor(None, model.symbol, model.arg_params, model.aux_params, model.batch_size, model.image_shape,
+                     model.num_classes, runner=runner, backend=backend)
 
 
 def load_int8_model(prefix: str | os.PathLike, epoch: int, batch_size: int = 32,

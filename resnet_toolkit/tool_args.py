@@ -8,7 +8,7 @@ import os
 from resnet_toolkit.checkpoint import latest_epoch, resolve_epoch, symbol_path
 from resnet_toolkit.errors import UserError
 from resnet_toolkit.model_facts import parse_image_shape
-from resnet_toolkit.predictor import Predictor, load_int8_model, load_model
+from resnet_toolkit.predictor import Predictor, load_int8_model, load_model, with_backend
 
 
 def pick_context(gpu: int | None = None, cpu: bool = False):
@@ -27,13 +27,13 @@ def pick_context(gpu: int | None = None, cpu: bool = False):
 def add_checkpoint_args(parser: argparse.ArgumentParser, *, batch_size: int | None = 32,
                         batch_help: str = "images per forward pass", devices: bool = True, int8: bool = True,
                         plain_graph: bool = True, num_classes: bool = True, epoch_required: bool = False,
-                        description: str | None = None) -> argparse._ArgumentGroup:
+                        backend: bool = False, description: str | None = None) -> argparse._ArgumentGroup:
     """Declare the checkpoint flags the tools share (and :func:`load_model_from_flags` reads), in a "checkpoint"
     group of ``parser``: ``--prefix`` (required), ``--epoch`` (default None: the newest complete one;
     ``epoch_required`` makes it required), ``--image-shape``, and, each switched off by its keyword for a tool that
     does not take it: ``--batch-size`` (default ``batch_size`` images, ``batch_help``; None: no flag),
-    ``--num-classes``, ``--gpu``/``--cpu`` (``devices``), ``--plain-graph`` and ``--int8``. ``description`` is the
-    group's line in ``--help``. Returns the group."""
+    ``--num-classes``, ``--gpu``/``--cpu`` (``devices``), ``--plain-graph`` and ``--int8``; ``backend`` adds
+    ``--backend``. ``description`` is the group's line in ``--help``. Returns the group."""
     group = parser.add_argument_group("checkpoint", description)
     group.add_argument("--prefix", required=True,
                        help="checkpoint prefix (PREFIX-symbol.json, PREFIX-NNNN.params), e.g. "
@@ -56,6 +56,12 @@ def add_checkpoint_args(parser: argparse.ArgumentParser, *, batch_size: int | No
         group.add_argument("--int8", action="store_true",
                            help="run the INT8 model tools/quantize.py wrote (PREFIX-int8-symbol.json, "
                                 "PREFIX-int8-EPOCH.params; CPU only); a --prefix naming those files is detected")
+    if backend:
+        from resnet_toolkit.backends import BACKENDS
+
+        group.add_argument("--backend", choices=BACKENDS, default="mxnet",
+                           help="inference engine: mxnet (the folded, fused graph), onnxruntime or openvino (the "
+                                "model exported to ONNX in a temporary folder; CPU, float32) (default: mxnet)")
     return group
 
 
@@ -85,7 +91,17 @@ def load_model_from_flags(args) -> Predictor:
         prefix = int8_prefix(prefix)
     epoch = resolve_epoch(prefix, epoch if int8 else args.epoch, need_symbol=True)
     image_shape = parse_image_shape(args.image_shape) if args.image_shape else None
-    if int8 or _is_int8_checkpoint(prefix):
+    backend = getattr(args, "backend", "mxnet")
+    if backend != "mxnet":
+        from resnet_toolkit.backends import require
+
+        require(backend)
+        if int8 or _is_int8_checkpoint(prefix):
+            raise UserError(f"--backend {backend} runs float32 checkpoints; INT8 runs with --backend mxnet")
+        if getattr(args, "gpu", None) is not None:
+            raise UserError(f"--backend {backend} runs on the CPU; drop --gpu")
+        model = with_backend(load_model(prefix, epoch, None, args.batch_size, image_shape, fused=False), backend)
+    elif int8 or _is_int8_checkpoint(prefix):
         model = load_int8_model(prefix, epoch, args.batch_size, image_shape)
     else:
         model = load_model(prefix, epoch, pick_context(args.gpu, args.cpu), args.batch_size, image_shape,

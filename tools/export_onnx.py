@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
+from resnet_toolkit.backends import export_onnx_file
 from resnet_toolkit.checkpoint import check_checkpoint, resolve_epoch
 from resnet_toolkit.errors import UserError, run_cli
 from resnet_toolkit.fileio import atomic_path
@@ -42,33 +43,8 @@ class ExportReport:
 
 def export_symbol(model: Predictor, path: str | os.PathLike) -> None:
     """Write ``model``'s inference network as ONNX to ``path``: batch dimension dynamic, opset of the installed
-    onnx package."""
-    from mxnet import onnx as mx_onnx
-
-    shape = tuple(model.image_shape)
-    mx_onnx.export_model(model.symbol, [model.arg_params, model.aux_params], in_shapes=[(1,) + shape],
-                         in_types=[np.float32], onnx_file_path=str(path), dynamic=True,
-                         dynamic_input_shapes=[(None,) + shape])
-    _drop_initializer_inputs(path)
-
-
-def _drop_initializer_inputs(path: str | os.PathLike) -> None:
-    """MXNet's exporter lists every weight as a graph input too, which keeps ONNX Runtime from treating them as
-    constants (and makes it warn once per weight); keep only the real input and the initializers used by a node."""
-    import onnx
-
-    model = onnx.load(str(path))
-    graph = model.graph
-    used = {name for node in graph.node for name in node.input}
-    initializers = [init for init in graph.initializer if init.name in used]
-    names = {init.name for init in initializers}
-    inputs = [inp for inp in graph.input if inp.name not in names and inp.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(initializers)
-    del graph.input[:]
-    graph.input.extend(inputs)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    onnx package (:func:`resnet_toolkit.backends.export_onnx_file`)."""
+    export_onnx_file(model.symbol, model.arg_params, model.aux_params, model.image_shape, path)
 
 
 def onnx_outputs(path: str | os.PathLike, batch: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ IMAGENET_SYNSET = Path(__file__).resolve().parents[1] / "predict" / "synset.txt"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_checkpoint_args(parser, batch_size=64)
+    add_checkpoint_args(parser, batch_size=64, backend=True)
     parser.add_argument("--rec", required=True, help="RecordIO file to score (its .idx beside it)")
     parser.add_argument("--synset", help="class names, one per line (default: synset.txt beside the checkpoint, "
                                          "else beside the .rec)")

@@ -1,0 +1,130 @@
+"""Other inference engines for a checkpoint: ONNX Runtime and OpenVINO, run on the model exported to ONNX.
+
+The tools' ``--backend`` picks one: ``mxnet`` (the folded, fused MXNet graph, :mod:`resnet_toolkit.fastpath`),
+``onnxruntime`` or ``openvino``. The other two read the inference network exported by MXNet's own ONNX exporter
+(:func:`export_onnx_file`: input ``data`` (N, 3, H, W) raw RGB 0..255 float32, output the softmax probabilities),
+written to a temporary folder and removed once the engine has loaded it; nothing is written beside the
+checkpoint. Both run float32 (OpenVINO's precision hint is pinned to f32: on CPUs with bfloat16 it would otherwise
+pick bf16) and honour ``OMP_NUM_THREADS`` for their thread count, as MXNet does.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from resnet_toolkit.errors import UserError
+
+BACKENDS = ("mxnet", "onnxruntime", "openvino")
+PIP_NAMES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+
+def export_onnx_file(symbol, arg_params: dict, aux_params: dict, image_shape: Sequence[int],
+                     path: str | os.PathLike) -> None:
+    """Write the inference network ``symbol`` (softmax output) with its parameters as ONNX to ``path``: batch
+    dimension dynamic, opset of the installed onnx package, weights as initializers only."""
+    from mxnet import onnx as mx_onnx
+
+    shape = tuple(image_shape)
+    mx_onnx.export_model(symbol, [arg_params, aux_params], in_shapes=[(1,) + shape], in_types=[np.float32],
+                         onnx_file_path=str(path), dynamic=True, dynamic_input_shapes=[(None,) + shape])
+    _drop_initializer_inputs(path)
+
+
+def _drop_initializer_inputs(path: str | os.PathLike) -> None:
+    """MXNet's exporter lists every weight as a graph input too, which keeps ONNX Runtime from treating them as
+    constants (and makes it warn once per weight); keep only the real input and the initializers used by a node."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    used = {name for node in graph.node for name in node.input}
+    initializers = [init for init in graph.initializer if init.name in used]
+    names = {init.name for init in initializers}
+    inputs = [inp for inp in graph.input if inp.name not in names and inp.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    del graph.input[:]
+    graph.input.extend(inputs)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def engine_threads() -> int | None:
+    """``OMP_NUM_THREADS`` when set (the thread count MXNet runs with), else None: the engine's own default."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def onnxruntime_runner(onnx_path: str | os.PathLike, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """``run(batch) -> probabilities`` through an ONNX Runtime CPU session on ``onnx_path`` (all graph
+    optimisations; ``threads`` intra-op threads, None: ONNX Runtime's default, one per physical core)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+    return run
+
+
+def openvino_runner(onnx_path: str | os.PathLike, batch_shape: Sequence[int], threads: int | None = None
+                    ) -> Callable[[np.ndarray], np.ndarray]:
+    """``run(batch) -> probabilities`` through OpenVINO's CPU plugin on ``onnx_path``, compiled for the static
+    ``batch_shape`` (N, 3, H, W), float32 precision, latency hint (one stream), ``threads`` inference threads."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(onnx_path))
+    model.reshape({model.inputs[0].get_any_name(): list(batch_shape)})
+    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = core.compile_model(model, "CPU", config)
+    request = compiled.create_infer_request()
+    output = compiled.output(0)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return request.infer([np.ascontiguousarray(batch, dtype=np.float32)])[output].copy()
+    return run
+
+
+def require(backend: str) -> None:
+    """A :class:`UserError` naming the pip package when ``backend``'s engine is not installed."""
+    if backend not in BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "mxnet":
+        return
+    try:
+        __import__(backend)
+    except ImportError:
+        raise UserError(f"--backend {backend}: the {PIP_NAMES[backend]} package is not installed "
+                        f"(pip install {PIP_NAMES[backend]}; requirements.txt pins it)") from None
+
+
+def make_runner(backend: str, symbol, arg_params: dict, aux_params: dict, batch_shape: Sequence[int],
+                threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """``run(batch) -> probabilities`` for ``backend`` ('onnxruntime' or 'openvino') on the inference network
+    ``symbol``, exported to a temporary ONNX file that is gone when this returns."""
+    require(backend)
+    threads = threads if threads is not None else engine_threads()
+    with tempfile.TemporaryDirectory(prefix="resnet-onnx-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        try:
+            export_onnx_file(symbol, arg_params, aux_params, batch_shape[1:], path)
+        except Exception as exc:  # noqa: BLE001  (the exporter raises many kinds; the user needs one line)
+            detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"--backend {backend}: the model does not export to ONNX ({detail}); use "
+                            f"--backend mxnet") from None
+        if backend == "onnxruntime":
+            return onnxruntime_runner(path, threads)
+        return openvino_runner(path, batch_shape, threads)

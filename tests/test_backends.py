@@ -1,0 +1,93 @@
+"""``--backend onnxruntime|openvino``: the same predictions as MXNet's own graph, through score.py and predict.py,
+and one clear line for what they cannot run."""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from helpers import ROOT, copy_records, load_tool, random_checkpoint
+
+import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
+from resnet_toolkit.backends import BACKENDS
+from resnet_toolkit.errors import UserError
+
+LOSSLESS_MODEL = ROOT / "bench" / "results" / "cifar10-resnet20-cosine160-mixup-lossless-model" / "resnet-cifar10-20"
+OTHERS = [b for b in BACKENDS if b != "mxnet"]
+
+
+@pytest.mark.parametrize("backend", OTHERS)
+@pytest.mark.parametrize("depth,net_type,num_classes,batch", [(20, "cifar10", 10, 7), (18, "imagenet", 1000, 2)])
+def test_backend_probabilities_equal_mxnets(tmp_path, backend, depth, net_type, num_classes, batch):
+    """Random weights (BN statistics calibrated, so the outputs are spread), random images, a short last batch."""
+    from resnet_toolkit.predictor import load_model, with_backend
+
+    prefix = random_checkpoint(tmp_path / f"resnet-{net_type}-{depth}-0", depth, net_type, num_classes)
+    mxnet_model = load_model(prefix, 1, batch_size=batch)
+    other = with_backend(load_model(prefix, 1, batch_size=batch, fused=False), backend)
+    assert other.backend == backend and other.runner is not None
+    size = mxnet_model.image_shape[1]
+    images = np.random.RandomState(3).uniform(0, 255, (batch + batch - 1, 3, size, size)).astype(np.float32)
+    wanted = []
+    for chunk in (images[:batch], images[batch:]):
+        want, got = mxnet_model.predict(chunk), other.predict(chunk)
+        assert got.shape == want.shape == (len(chunk), num_classes)
+        assert np.abs(got - want).max() < 1e-4
+        assert (got.argmax(1) == want.argmax(1)).all()
+        wanted.append(want)
+    wanted = np.concatenate(wanted)
+    assert wanted.max() < 0.95 and np.ptp(wanted, axis=0).max() > 1e-3  # outputs that could disagree
+    assert not list(tmp_path.glob("*.onnx"))  # nothing written beside the checkpoint
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("backend", OTHERS)
+def test_score_top1_identical_on_real_cifar10_images(cifar_rec_dir, tmp_path, backend, capsys):
+    """The committed ResNet-20 on 2,000 real CIFAR-10 test images: the same top-1/top-5 and the same misclassified
+    images as MXNet."""
+    score = load_tool("tools/score.py")
+    rec = tmp_path / "val2000.rec"
+    copy_records(cifar_rec_dir / "cifar10_val.rec", rec, 2000)
+    results = {}
+    for name in ("mxnet", backend):
+        wrong = tmp_path / f"wrong-{name}.jsonl"
+        assert score.main(["--prefix", str(LOSSLESS_MODEL), "--epoch", "160", "--rec", str(rec), "--backend", name,
+                           "--misclassified", str(wrong), "--json", "--no-progress"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        results[name] = (out["top1"], out["top5"], [json.loads(line)["record"] for line in wrong.open()])
+    assert results[backend] == results["mxnet"]
+    assert 0.85 < results["mxnet"][0] < 0.97 and len(results["mxnet"][2]) > 50
+
+
+@pytest.mark.data
+def test_predict_prints_the_same_classes_with_each_backend(photos_dir, tmp_path, capsys):
+    predict = load_tool("predict/predict.py")
+    prefix = random_checkpoint(tmp_path / "resnet-imagenet-18-0", 18, "imagenet", 1000)
+    shown = {}
+    for name in BACKENDS:
+        assert predict.main(["--img", str(photos_dir), "--prefix", prefix, "--epoch", "1", "--backend", name,
+                             "--json"]) == 0
+        shown[name] = [[(t["class"], round(t["probability"], 4)) for t in r["top_k"]]
+                       for r in json.loads(capsys.readouterr().out)]
+    assert shown["onnxruntime"] == shown["mxnet"] == shown["openvino"]
+    assert len(shown["mxnet"]) == 3
+
+
+def test_what_a_backend_cannot_run_is_one_clear_line(tmp_path, monkeypatch):
+    from resnet_toolkit import backends
+
+    score = load_tool("tools/score.py")
+    prefix = random_checkpoint(tmp_path / "resnet-cifar10-8-0", 8, "cifar10", 10, calibrate=False)
+    with pytest.raises(SystemExit):  # argparse: not a choice
+        score.parse_args(["--prefix", prefix, "--rec", "x.rec", "--backend", "tensorrt"])
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed: `import openvino` raises ImportError
+    with pytest.raises(UserError, match=r"--backend openvino: the openvino package is not installed \(pip install"):
+        backends.require("openvino")
+    monkeypatch.undo()
+    args = score.parse_args(["--prefix", prefix, "--epoch", "1", "--rec", "x.rec", "--backend", "onnxruntime",
+                             "--gpu", "0"])
+    from resnet_toolkit.tool_args import load_model_from_flags
+
+    with pytest.raises(UserError, match="--backend onnxruntime runs on the CPU; drop --gpu"):
+        load_model_from_flags(args)
