@@ -8,6 +8,9 @@ Engines, each a training step (forward, backward, update) or an inference forwar
 - ``gluoncv`` : GluonCV's same model (``*_v2``; ``resnet*_v1b`` for ``resnet*_v1``, ``resnet*_v1d`` for
   ``resnet*_vd``, ``resnext*`` and ``cifar_resnext29_*`` under their names), set up as
   ``../shared/peers/peer_mxnet_gluoncv.py`` does (SGD momentum);
+- ``onnxruntime``, ``openvino`` (inference only): the same network exported to ONNX
+  (:mod:`resnet_toolkit.backends`, what ``--backend`` in predict.py/score.py runs): ONNX Runtime's CPU session
+  with every graph optimisation, OpenVINO's CPU plugin compiled for the batch, float32, latency hint;
 - ``torch``   : the same networks in plain PyTorch (channels_last), run under ``--torch-python`` (a separate venv):
   the pre-activation ones from ``../shared/peers/peer_torch.py``'s classes, the v1b / ResNeXt bottleneck ones
   (``resnet50_v1``, ``resnext50_32x4d``, ...) from :data:`TORCH_V1`, torchvision's ``Bottleneck``/``ResNet`` in
@@ -71,7 +74,8 @@ MODELS = ("cifar_resnet20_v2", "cifar_resnet56_v2", "cifar_resnet164_v2", "resne
 FAMILY_MODELS = ("resnet50_v1", "resnext50_32x4d")  # the baselines' cells (not in the default run)
 TORCH_V2 = ("resnet50_v2", "resnet101_v2", "cifar_resnet20_v2", "cifar_resnet56_v2", "cifar_resnet164_v2")
 DEFAULT_BATCHES = {"cifar": (128,), "imagenet": (1, 8, 32)}
-ENGINES = ("module", "gluon", "gluoncv", "torch")
+ENGINES = ("module", "gluon", "gluoncv", "onnxruntime", "openvino", "torch")
+INFER_ONLY = ("onnxruntime", "openvino")
 OURS = ("module", "gluon")
 VARIANTS = ("base", "fast")
 NAG = {"learning_rate": 0.1, "momentum": 0.9, "wd": 1e-4}  # train_resnet.py's optimizer settings
@@ -324,7 +328,34 @@ else:
 serve({"torch/-": step})
 """
 
-BUILDERS = {"module": _build_module, "gluon": _build_gluon, "gluoncv": _build_gluoncv}
+def _build_exported(backend: str):
+    """A builder for ``backend`` ('onnxruntime'/'openvino'): this project's Symbol, Xavier-initialised as
+    ``_build_module`` does, exported to ONNX and run there (threads: OMP_NUM_THREADS, as MXNet)."""
+    def build(model: str, batch: int, variant: str, what: str):
+        import mxnet as mx
+
+        from resnet_toolkit.backends import make_runner
+        from resnet_toolkit.model_facts import inference_symbol
+        from symbols import get_model
+
+        shape, classes = model_shape(model)
+        sym = get_model(model, classes, api="symbol")
+        data, label = _mx_data(batch, shape, classes)
+        mod = mx.mod.Module(sym, context=mx.cpu())
+        mod.bind(data_shapes=[("data", data.shape)], label_shapes=[("softmax_label", label.shape)])
+        mod.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
+        arg_params, aux_params = mod.get_params()
+        run = make_runner(backend, inference_symbol(sym), arg_params, aux_params, data.shape)
+        images = data.asnumpy()
+
+        def step():
+            run(images)
+        return step
+    return build
+
+
+BUILDERS = {"module": _build_module, "gluon": _build_gluon, "gluoncv": _build_gluoncv,
+            "onnxruntime": _build_exported("onnxruntime"), "openvino": _build_exported("openvino")}
 
 
 def serve(steps: dict) -> None:
@@ -573,7 +604,8 @@ class Server:
 
 def start_servers(model: str, batch: int, what: str, args: argparse.Namespace, env: dict) -> list[Server]:
     """The MXNet server (every MXNet engine/variant asked for) and, with --torch-python, the PyTorch one."""
-    keys = [f"{e}/{v}" for e in args.engines if e in BUILDERS for v in (args.variants if e in OURS else ["-"])]
+    keys = [f"{e}/{v}" for e in args.engines if e in BUILDERS and not (e in INFER_ONLY and what == "train")
+            for v in (args.variants if e in OURS else ["-"])]
     servers = []
     if keys:
         spec = {"model": model, "batch": batch, "what": what, "keys": keys, "configure": not args.threads}
@@ -655,7 +687,8 @@ def ratios(raw: dict) -> dict:
     out = {}
     for (model, batch, what), cells in raw.items():
         for ours in [f"{e}/{v}" for e in OURS for v in VARIANTS]:
-            peers = ["gluoncv/-", "torch/-"] + ([f"{ours.split('/')[0]}/base"] if ours.endswith("/fast") else [])
+            peers = ["gluoncv/-", "torch/-", "onnxruntime/-", "openvino/-"] + (
+                [f"{ours.split('/')[0]}/base"] if ours.endswith("/fast") else [])
             for peer in peers:
                 if ours in cells and peer in cells:
                     out[f"{model}|{batch}|{what}|{ours}|{peer.removesuffix('/-')}"] = round(statistics.median(
@@ -665,9 +698,10 @@ def ratios(raw: dict) -> dict:
 
 def format_table(rows: dict, ratio: dict) -> str:
     """Markdown table: one line per (model, batch, what): img/s per engine, the best of ours, its ratios."""
-    cols = [f"{e}/{v}" for e in OURS for v in VARIANTS] + ["gluoncv/-", "torch/-"]
+    peers = ("gluoncv", "torch", "onnxruntime", "openvino")
+    cols = [f"{e}/{v}" for e in OURS for v in VARIANTS] + [f"{p}/-" for p in peers]
     head = ["model", "batch", "what"] + [c.replace("/-", "") for c in cols] + [
-        "best ours", "÷ own base", "÷ gluoncv", "÷ torch", "p50/p90 ms"]
+        "best ours", "÷ own base"] + [f"÷ {p}" for p in peers] + ["p50/p90 ms"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (model, batch, what), cells in rows.items():
         ours = [c for c in cols[:4] if c in cells and c.endswith("/fast")] or [c for c in cols[:4] if c in cells]
@@ -675,7 +709,7 @@ def format_table(rows: dict, ratio: dict) -> str:
         vals = [f"{cells[c]['img_s']:.2f}" if c in cells else "–" for c in cols]
         key = f"{model}|{batch}|{what}|{best}|"
         own = f"{best.split('/')[0]}/base" if best else ""
-        rat = [f"{ratio[key + p]:.2f}" if key + p in ratio else "–" for p in (own, "gluoncv", "torch")]
+        rat = [f"{ratio[key + p]:.2f}" if key + p in ratio else "–" for p in (own, *peers)]
         lat = f"{cells[best]['p50_ms']:.1f}/{cells[best]['p90_ms']:.1f}" if best else "–"
         lines.append("| " + " | ".join([model, str(batch), what] + vals + [best or "–"] + rat + [lat]) + " |")
     return "\n".join(lines)
@@ -811,8 +845,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
     rows = {key: {tag: summarize(t, key[1]) for tag, t in cells.items()} for key, cells in raw.items()}
     ratio = ratios(raw)
-    print(format_table(rows, ratio))
     from resnet_toolkit.capability import probe
+
+    print(f"CPU: oneDNN runs {probe().isa_words()}; threads: {args.threads or 'each engine its own default'}\n")
+    print(format_table(rows, ratio))
 
     report = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "threads": args.threads,
               "onednn_isa": probe().isa_words(), "loadavg_end": os.getloadavg(),
