@@ -152,12 +152,16 @@ def pack_imagenet(root: str | os.PathLike, out_dir: str | os.PathLike, quality: 
                   progress: bool | None = None, names_file: str | os.PathLike | None = None) -> list[PackSummary]:
     """The original's three files from ``root/train/<class>/*`` and ``root/val/<class>/*``:
     ``train_480_q90.rec`` (scale augmentation), ``train_256_q90.rec`` and ``val_256_q90.rec``, + ``synset.txt``.
+    ``sizes`` are the shorter sides of the training files, validation's is the last (e.g. ``(274, 146)`` for a
+    128 crop: 480 and 256 scaled as 128 is to 224).
 
     Val class folders must be train class names; labels follow the sorted train classes. ``synset.txt`` names
     each class ``'FOLDER NAME'`` from ``names_file``, else from ``root/classes.txt`` when there is one
     (:func:`resnet_toolkit.synset.named_classes`), else by its folder name.
     """
     root = Path(root)
+    if not sizes or any(int(size) < 8 for size in sizes):
+        raise UserError(f"--sizes must be shorter sides of at least 8 pixels, got {list(sizes)}")
     for sub in ("train", "val"):
         if not (root / sub).is_dir():
             raise UserError(f"{root / sub}: no such folder (expected {root}/train/<class>/ and {root}/val/<class>/)")
@@ -179,8 +183,8 @@ def pack_imagenet(root: str | os.PathLike, out_dir: str | os.PathLike, quality: 
         transform = Transform(resize=size, quality=quality, limits=limits)
         summaries.append(pack_items(train_items, out / f"train_{size}_q{quality}.rec", transform, num_thread,
                                     progress=progress))
-    val_transform = Transform(resize=256, quality=quality, limits=limits)
-    summaries.append(pack_items(val_items, out / f"val_256_q{quality}.rec", val_transform, num_thread,
+    val_transform = Transform(resize=sizes[-1], quality=quality, limits=limits)
+    summaries.append(pack_items(val_items, out / f"val_{sizes[-1]}_q{quality}.rec", val_transform, num_thread,
                                 progress=progress))
     write_synset(out, synset)
     return summaries

@@ -168,3 +168,17 @@ def test_subset_makes_a_five_class_finetuning_set(packed, tmp_path, capsys):
     assert old.index("n03445777 golf ball") == 8  # relabelled 8 -> 3
     code, _, err = run_wrapper(["subset", packed, "--classes", "tench,zebra", "--out", tmp_path / "bad"], capsys)
     assert code != 0 and "'zebra' matches no class" in err and not (tmp_path / "bad").exists()
+
+
+def test_sizes_packs_a_smaller_crops_records(photo_tree, tmp_path, capsys):
+    """--sizes 274,146 (480 and 256 scaled as 128 is to 224): the files a 128 crop trains and validates on."""
+    from resnet_toolkit.records import read_records
+
+    code, out, err = run_wrapper(["imagenet", photo_tree, "--out", tmp_path / "d", "--sizes", "274,146", "--quiet"],
+                                 capsys)
+    assert code == 0, err
+    for rec, side in (("train_274_q90.rec", 274), ("train_146_q90.rec", 146), ("val_146_q90.rec", 146)):
+        sides = {min(img.shape[:2]) for _, _, img in read_records(tmp_path / "d" / rec)}
+        assert sides == {side}, rec
+    code, _, err = run_wrapper(["imagenet", photo_tree, "--out", tmp_path / "e", "--sizes", "146,274"], capsys)
+    assert code != 0 and "expected 8 <= SMALL <= LARGE" in err and not (tmp_path / "e").exists()

@@ -47,6 +47,16 @@ def _add_image_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _sizes(text: str) -> tuple[int, int]:
+    try:
+        large, small = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LARGE,SMALL (two shorter sides in pixels), got {text!r}") from None
+    if not 8 <= small <= large:
+        raise argparse.ArgumentTypeError(f"expected 8 <= SMALL <= LARGE, got {text!r}")
+    return large, small
+
+
 def _add_names_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--names", default=None,
                    help="class names: one 'FOLDER NAME' line per class folder (default: ROOT/classes.txt when "
@@ -96,11 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-thread", type=_positive, default=1, help="decode/encode threads (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("imagenet", help="train_480_q90.rec, train_256_q90.rec, val_256_q90.rec + synset.txt")
+    p = sub.add_parser("imagenet", help="train_480_q90.rec, train_256_q90.rec, val_256_q90.rec + synset.txt "
+                                        "(--sizes for others)")
     p.add_argument("root", help="folder with train/<class>/ and val/<class>/")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--quality", type=_quality, default=90, help="JPEG quality (default 90)")
     p.add_argument("--seed", type=int, default=0, help="record-order shuffle seed (default 0)")
+    p.add_argument("--sizes", type=_sizes, default=(480, 256), metavar="LARGE,SMALL",
+                   help="shorter sides of the training records (LARGE: aug levels 2-3, SMALL: level 1) and of the "
+                        "validation records (SMALL) (default 480,256; for a 128 crop 274,146: train with "
+                        "--data-type folder --train-rec/--val-rec --image-shape 3,128,128)")
     _add_names_arg(p)
     _add_image_args(p)
 
@@ -172,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                                     num_thread=args.num_thread, quality=args.quality, progress=progress))
     elif args.command == "imagenet":
         _report(datasets.pack_imagenet(args.root, args.out, args.quality, args.num_thread, args.seed,
-                                     limits=_limits(args), progress=progress, names_file=args.names))
+                                     sizes=args.sizes, limits=_limits(args), progress=progress,
+                                     names_file=args.names))
     elif args.command == "subset":
         wanted = [c for c in args.classes.split(",") if c.strip()]
         for name, count in im2rec.subset_data_dir(args.data_dir, args.out, wanted):
