@@ -407,10 +407,15 @@ def run_server(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- --precision: low precision against float32
 
 def precision_mx_keys(what: str, engines) -> list[str]:
-    """The MXNet cells of a ``--precision`` run: ours in float32 and each low precision, GluonCV's float32."""
+    """The MXNet cells of a ``--precision`` run: ours in float32 and each low precision this CPU runs (oneDNN
+    asked, :mod:`resnet_toolkit.capability`: no bfloat16 cells on an AVX2-only one), GluonCV's float32."""
+    from resnet_toolkit.capability import probe
+
+    caps = probe()
     keys = []
     if "ours" in engines:
-        keys += ["ours/fp32"] + [f"ours/{v}" for v in LOW[what]]
+        low = [v for v in LOW[what] if caps.supports("bfloat16" if v.startswith("bf16") else "int8")]
+        keys += ["ours/fp32"] + [f"ours/{v}" for v in low]
     if "gluoncv" in engines:
         keys.append("gluoncv/fp32")
     return keys
