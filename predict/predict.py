@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.top_k <= 0:
         raise UserError(f"--top-k must be positive, got {args.top_k}")
     images = find_images(args.img)
-    model = load_model_from_flags(args)
+    model = load_model_from_flags(args, images=len(images))
     names, source = class_names(model.num_classes, args.synset, [Path(args.prefix).parent], IMAGENET_SYNSET)
     if source is None:
         print(f"predict.py: warning: no synset.txt beside {args.prefix}; showing class numbers", file=sys.stderr)

@@ -1,7 +1,8 @@
 """Other inference engines for a checkpoint: ONNX Runtime and OpenVINO, run on the model exported to ONNX.
 
 The tools' ``--backend`` picks one: ``mxnet`` (the folded, fused MXNet graph, :mod:`resnet_toolkit.fastpath`),
-``onnxruntime`` or ``openvino``. The other two read the inference network exported by MXNet's own ONNX exporter
+``onnxruntime`` or ``openvino``; ``auto`` (the default) applies the measured rule of :func:`choose_backend`.
+ONNX Runtime and OpenVINO read the inference network exported by MXNet's own ONNX exporter
 (:func:`export_onnx_file`: input ``data`` (N, 3, H, W) raw RGB 0..255 float32, output the softmax probabilities),
 written to a temporary folder and removed once the engine has loaded it; nothing is written beside the
 checkpoint. Both run float32 (OpenVINO's precision hint is pinned to f32: on CPUs with bfloat16 it would otherwise
@@ -19,7 +20,14 @@ import numpy as np
 from resnet_toolkit.errors import UserError
 
 BACKENDS = ("mxnet", "onnxruntime", "openvino")
+AUTO = "auto"
 PIP_NAMES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+# From this many images on, ``auto`` runs OpenVINO. Measured 2026-12-07 (bench/pages/speed.md, 1 thread):
+# OpenVINO was the fastest engine in every cell (ResNet-50-v2 and CIFAR ResNet-20 at batch 1 and 32, 1.10-1.42x
+# the fused MXNet graph on AVX-512, 1.06-1.37x with oneDNN capped at AVX2), but its start (export to ONNX +
+# compile) costs ~2.5 s more than MXNet's for ResNet-50 (3.1 vs 0.6 s), which the 5.6 ms it saves per image
+# repays after ~450 images.
+AUTO_MIN_IMAGES = 500
 
 
 def export_onnx_file(symbol, arg_params: dict, aux_params: dict, image_shape: Sequence[int],
@@ -98,17 +106,38 @@ def openvino_runner(onnx_path: str | os.PathLike, batch_shape: Sequence[int], th
     return run
 
 
+def installed(backend: str) -> bool:
+    """Whether ``backend``'s engine imports here ('mxnet' always does)."""
+    if backend == "mxnet":
+        return True
+    try:
+        __import__(backend)
+    except ImportError:
+        return False
+    return True
+
+
+def choose_backend(requested: str, images: int | None, mxnet_only: str | None = None) -> str:
+    """The engine a tool runs: ``requested`` unless it is ``auto``; then 'mxnet' where only MXNet can run the job
+    (``mxnet_only`` names why: INT8, a GPU, --plain-graph) or for fewer than :data:`AUTO_MIN_IMAGES` images
+    (``images``; None: unknown), else 'openvino' when it is installed, else 'mxnet'. A :class:`UserError` when
+    ``requested`` is another engine and ``mxnet_only`` is set."""
+    if requested != AUTO:
+        if requested != "mxnet" and mxnet_only:
+            raise UserError(f"--backend {requested}: {mxnet_only} runs with --backend mxnet only")
+        return requested
+    if mxnet_only or images is None or images < AUTO_MIN_IMAGES:
+        return "mxnet"
+    return "openvino" if installed("openvino") else "mxnet"
+
+
 def require(backend: str) -> None:
     """A :class:`UserError` naming the pip package when ``backend``'s engine is not installed."""
     if backend not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "mxnet":
-        return
-    try:
-        __import__(backend)
-    except ImportError:
+    if not installed(backend):
         raise UserError(f"--backend {backend}: the {PIP_NAMES[backend]} package is not installed "
-                        f"(pip install {PIP_NAMES[backend]}; requirements.txt pins it)") from None
+                        f"(pip install {PIP_NAMES[backend]}; requirements.txt pins it)")
 
 
 def make_runner(backend: str, symbol, arg_params: dict, aux_params: dict, batch_shape: Sequence[int],

@@ -57,18 +57,22 @@ def add_checkpoint_args(parser: argparse.ArgumentParser, *, batch_size: int | No
                            help="run the INT8 model tools/quantize.py wrote (PREFIX-int8-symbol.json, "
                                 "PREFIX-int8-EPOCH.params; CPU only); a --prefix naming those files is detected")
     if backend:
-        from resnet_toolkit.backends import BACKENDS
+        from resnet_toolkit.backends import AUTO, AUTO_MIN_IMAGES, BACKENDS
 
-        group.add_argument("--backend", choices=BACKENDS, default="mxnet",
-                           help="inference engine: mxnet (the folded, fused graph), onnxruntime or openvino (the "
-                                "model exported to ONNX in a temporary folder; CPU, float32) (default: mxnet)")
+        group.add_argument("--backend", choices=(AUTO, *BACKENDS), default=AUTO,
+                           help=f"inference engine: mxnet (the folded, fused graph), onnxruntime or openvino (the "
+                                f"model exported to ONNX in a temporary folder; CPU, float32); auto: openvino for "
+                                f"{AUTO_MIN_IMAGES} images or more when installed (measured fastest; its start costs "
+                                f"seconds), else mxnet (default: auto)")
     return group
 
 
-def load_model_from_flags(args) -> Predictor:
+def load_model_from_flags(args, images: int | None = None) -> Predictor:
     """:func:`load_model` for the flags :func:`add_checkpoint_args` declares: ``--prefix``, ``--epoch`` (None:
     the newest, see :func:`resolve_epoch`), ``--gpu``, ``--cpu``, ``--batch-size``, ``--image-shape``,
-    ``--plain-graph``, ``--int8`` and ``--num-classes`` (checked against the checkpoint's ``fc1``).
+    ``--plain-graph``, ``--int8``, ``--backend`` (``auto``: :func:`resnet_toolkit.backends.choose_backend` for
+    ``images`` images) and ``--num-classes`` (checked against the checkpoint's ``fc1``). The returned model's
+    ``backend`` says which engine runs it.
 
     ``--int8`` runs ``PREFIX-int8-symbol.json`` / ``PREFIX-int8-EPOCH.params`` (``tools/quantize.py`` writes them);
     a ``--prefix`` naming such files directly is recognised by its graph and run as INT8 without the flag."""
@@ -91,17 +95,19 @@ def load_model_from_flags(args) -> Predictor:
         prefix = int8_prefix(prefix)
     epoch = resolve_epoch(prefix, epoch if int8 else args.epoch, need_symbol=True)
     image_shape = parse_image_shape(args.image_shape) if args.image_shape else None
-    backend = getattr(args, "backend", "mxnet")
-    if backend != "mxnet":
-        from resnet_toolkit.backends import require
+    is_int8 = int8 or _is_int8_checkpoint(prefix)
+    backend = "mxnet"
+    if getattr(args, "backend", "mxnet") != "mxnet":
+        from resnet_toolkit.backends import choose_backend, require
 
+        on_gpu = hasattr(args, "gpu") and pick_context(args.gpu, args.cpu).device_type == "gpu"
+        mxnet_only = ("INT8" if is_int8 else "a GPU" if on_gpu
+                      else "--plain-graph" if getattr(args, "plain_graph", False) else None)
+        backend = choose_backend(args.backend, images, mxnet_only)
         require(backend)
-        if int8 or _is_int8_checkpoint(prefix):
-            raise UserError(f"--backend {backend} runs float32 checkpoints; INT8 runs with --backend mxnet")
-        if getattr(args, "gpu", None) is not None:
-            raise UserError(f"--backend {backend} runs on the CPU; drop --gpu")
+    if backend != "mxnet":
         model = with_backend(load_model(prefix, epoch, None, args.batch_size, image_shape, fused=False), backend)
-    elif int8 or _is_int8_checkpoint(prefix):
+    elif is_int8:
         model = load_int8_model(prefix, epoch, args.batch_size, image_shape)
     else:
         model = load_model(prefix, epoch, pick_context(args.gpu, args.cpu), args.batch_size, image_shape,

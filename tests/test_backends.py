@@ -85,9 +85,36 @@ def test_what_a_backend_cannot_run_is_one_clear_line(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"--backend openvino: the openvino package is not installed \(pip install"):
         backends.require("openvino")
     monkeypatch.undo()
-    args = score.parse_args(["--prefix", prefix, "--epoch", "1", "--rec", "x.rec", "--backend", "onnxruntime",
-                             "--gpu", "0"])
     from resnet_toolkit.tool_args import load_model_from_flags
 
-    with pytest.raises(UserError, match="--backend onnxruntime runs on the CPU; drop --gpu"):
+    args = score.parse_args(["--prefix", prefix, "--epoch", "1", "--rec", "x.rec", "--backend", "onnxruntime",
+                             "--plain-graph"])
+    with pytest.raises(UserError, match="--backend onnxruntime: --plain-graph runs with --backend mxnet only"):
         load_model_from_flags(args)
+
+
+def test_auto_runs_openvino_from_500_images_and_mxnet_where_only_it_can(monkeypatch):
+    from resnet_toolkit.backends import AUTO_MIN_IMAGES, choose_backend
+
+    assert AUTO_MIN_IMAGES == 500
+    assert choose_backend("auto", 499) == "mxnet"  # its start would cost more than it saves
+    assert choose_backend("auto", None) == "mxnet"
+    assert choose_backend("auto", 500) == "openvino"
+    assert choose_backend("auto", 10_000, mxnet_only="INT8") == "mxnet"
+    assert choose_backend("onnxruntime", 3) == "onnxruntime"  # asked for: kept
+    assert choose_backend("mxnet", 10_000) == "mxnet"
+    with pytest.raises(UserError, match="--backend openvino: a GPU runs with --backend mxnet only"):
+        choose_backend("openvino", 10, mxnet_only="a GPU")
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert choose_backend("auto", 10_000) == "mxnet"  # not installed: MXNet, no error
+
+
+@pytest.mark.data
+def test_score_says_which_backend_ran(cifar_rec_dir, tmp_path, capsys):
+    score = load_tool("tools/score.py")
+    for count, want in ((499, "mxnet"), (500, "openvino")):
+        rec = tmp_path / f"val{count}.rec"
+        copy_records(cifar_rec_dir / "cifar10_val.rec", rec, count)
+        assert score.main(["--prefix", str(LOSSLESS_MODEL), "--epoch", "160", "--rec", str(rec), "--no-progress"]) == 0
+        out = capsys.readouterr().out
+        assert f"backend {want})" in out and f"{count} images" in out

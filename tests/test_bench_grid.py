@@ -11,8 +11,8 @@ import pytest
 
 from bench.grid import Run, Table, cifar_flags, train
 
-BENCHES = ("throughput", "train_speed", "data_throughput", "memonger", "recipe_ablation", "jpeg_quality",
-           "precision_accuracy", "finetune")
+BENCHES = ("throughput", "train_speed", "data_throughput", "backend_startup", "memonger", "recipe_ablation",
+           "jpeg_quality", "precision_accuracy", "finetune")
 
 
 @pytest.mark.data

@@ -14,11 +14,13 @@ import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
 @pytest.mark.parametrize("graph", [[], ["--plain-graph"]])
 def test_score_equals_the_trainings_validation_accuracy(trained_cifar, capsys, graph):
     """The whole CIFAR-10 test set (10,000 images): the same accuracy train_resnet.py logged for its last epoch,
-    through the default folded inference graph and through the checkpoint's graph as saved."""
+    through MXNet's folded inference graph and through the checkpoint's graph as saved. (--backend auto would run
+    OpenVINO on 10,000 images: its float32 rounds differently and flipped 1 near-tie image of this 2-epoch model,
+    0.4892 vs 0.4893; test_backends.py holds it to MXNet's top-1 on a trained model.)"""
     score = load_tool("tools/score.py")
     rec = trained_cifar.data_dir / "cifar10_val.rec"
     assert score.main(["--prefix", trained_cifar.prefix, "--epoch", str(trained_cifar.epoch), "--rec", str(rec),
-                       "--batch-size", "128", "--json", "--no-progress", *graph]) == 0
+                       "--batch-size", "128", "--json", "--no-progress", "--backend", "mxnet", *graph]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["images"] == 10000
     assert result["top1"] == pytest.approx(trained_cifar.val_accuracy, abs=1e-6)
@@ -85,7 +87,7 @@ def test_score_cli_text(trained_cifar, tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{rec}: 100 images"
     assert lines[1].startswith("top-1 accuracy = 0.") and lines[2].startswith("top-5 accuracy = 0.")
-    assert lines[3].startswith("speed = ") and lines[3].endswith("decode included)")
+    assert lines[3].startswith("speed = ") and lines[3].endswith("decode included; backend mxnet)")  # 100 images
 
 
 @pytest.mark.data

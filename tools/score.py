@@ -91,14 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         args.epoch = resolve_epoch(args.prefix, args.epoch, need_symbol=True)
     check_record_file(args.rec)
     # A file smaller than one batch is scored in one batch of its size (the scores do not depend on the batch).
-    args.batch_size = min(args.batch_size, count_records(args.rec))
+    records = count_records(args.rec)
+    args.batch_size = min(args.batch_size, records)
     check_outputs(args)
     lst_file, lst = None, None
     if args.misclassified:  # image paths: the .lst given, else the one named like the .rec (MXNet's im2rec.py)
         beside = Path(args.rec).with_suffix(".lst")
         lst_file = args.lst or (beside if beside.is_file() else None)
         lst = evaluation.read_lst_index(lst_file) if lst_file else None
-    model = load_model_from_flags(args)
+    model = load_model_from_flags(args, images=records)
     names, _ = class_names(model.num_classes, args.synset, [Path(args.prefix).parent, Path(args.rec).parent],
                            IMAGENET_SYNSET)
     resize = evaluation.eval_resize(args.resize, args.crop, model.image_shape)
@@ -122,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"rec": str(args.rec), "images": score.images, "top1": score.top1,
                           f"top{score.top_k}": score.top5, "seconds": score.seconds,
-                          "images_per_second": score.images_per_second, "resize": resize, "flip": args.flip,
+                          "images_per_second": score.images_per_second, "backend": model.backend, "resize": resize,
+                          "flip": args.flip,
                           "mean_class_top1": result.mean_class_top1(),
                           "misclassified": score.images - result.correct,
                           "per_class": evaluation.per_class_json(result, names)}))
@@ -130,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.rec}: {score.images} images")
         print(f"top-1 accuracy = {score.top1:.4f}" + (" (image and mirror averaged: --flip)" if args.flip else ""))
         print(f"top-{score.top_k} accuracy = {score.top5:.4f}")
-        print(f"speed = {score.images_per_second:.1f} img/s ({score.seconds:.1f} s, decode included)")
+        print(f"speed = {score.images_per_second:.1f} img/s ({score.seconds:.1f} s, decode included; "
+              f"backend {model.backend})")
         print(f"mean per-class top-1 accuracy = {result.mean_class_top1():.4f}")
         print("\n".join(evaluation.per_class_lines(result, names)))
         for what, path in (("confusion matrix", args.confusion_csv), ("confusion matrix", args.confusion_png),
