@@ -23,10 +23,10 @@ BACKENDS = ("mxnet", "onnxruntime", "openvino")
 AUTO = "auto"
 PIP_NAMES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 # From this many images on, ``auto`` runs OpenVINO. Measured 2026-12-07 (bench/pages/speed.md, 1 thread):
-# OpenVINO was the fastest engine in every cell (ResNet-50-v2 and CIFAR ResNet-20 at batch 1 and 32, 1.10-1.42x
-# the fused MXNet graph on AVX-512, 1.06-1.37x with oneDNN capped at AVX2), but its start (export to ONNX +
-# compile) costs ~2.5 s more than MXNet's for ResNet-50 (3.1 vs 0.6 s), which the 5.6 ms it saves per image
-# repays after ~450 images.
+# OpenVINO was the fastest engine in every cell (ResNet-50-v2 and CIFAR ResNet-20 at batch 1 and 32, 1.10-1.40x
+# the fused MXNet graph on AVX-512, 1.06-1.30x with oneDNN capped at AVX2), but its start (export to ONNX +
+# compile) costs 2.0 s more than MXNet's for ResNet-50 (2.33 vs 0.32 s, bench/backend_startup.py), which the
+# 4.0-5.7 ms it saves per image repays after 350-500 images.
 AUTO_MIN_IMAGES = 500
 
 
