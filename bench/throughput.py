@@ -42,6 +42,10 @@ inference). Its engines (``--engines ours gluoncv torch``) and cells:
   what ``train_resnet.py --dtype bfloat16`` runs by default since 2026-12-05;
 - ``ours/int8``     : infer only: :func:`resnet_toolkit.quantize`'s oneDNN INT8 graph (naive calibration on 2 random
   batches: fine for speed, meaningless for accuracy);
+- ``onnxruntime/fp32``, ``openvino/fp32``, ``onnxruntime/int8``, ``openvino/int8``: infer only: ours exported to
+  ONNX (the ``onnxruntime``/``openvino`` engines above) and its INT8 version as ``tools/quantize.py`` writes it
+  (:func:`resnet_toolkit.backends.quantize_onnx_file`: ONNX Runtime's static QDQ quantization, min/max ranges from
+  the same 2 random batches), run by each engine;
 - ``gluoncv/fp32``  : GluonCV's ``*_v2`` model, hybridized with static memory (the ``gluoncv`` engine above);
 - ``torch/fp32``, ``torch/bf16`` (``torch.autocast('cpu', torch.bfloat16)``), ``torch/int8`` (FX graph-mode
   post-training quantization, x86 backend): the peer networks of ``../shared/peers/peer_torch.py``, channels_last,
@@ -84,7 +88,7 @@ PRECISION_MODELS = ("cifar_resnet20_v2", "cifar_resnet56_v2", "resnet50_v2")
 PRECISION_BATCHES = {("cifar", "train"): (128,), ("imagenet", "train"): (8,), ("cifar", "infer"): (1, 32),
                      ("imagenet", "infer"): (1, 32)}
 LOW = {"train": ("bf16", "bf16-mxbn"), "infer": ("int8",)}
-PRECISION_ENGINES = ("ours", "gluoncv", "torch")
+PRECISION_ENGINES = ("ours", "gluoncv", "onnxruntime", "openvino", "torch")
 
 
 def model_shape(model: str) -> tuple[tuple[int, int, int], int]:
@@ -418,6 +422,10 @@ def precision_mx_keys(what: str, engines) -> list[str]:
         keys += ["ours/fp32"] + [f"ours/{v}" for v in low]
     if "gluoncv" in engines:
         keys.append("gluoncv/fp32")
+    if what == "infer":
+        for engine in INFER_ONLY:
+            if engine in engines:
+                keys += [f"{engine}/fp32", f"{engine}/int8"]
     return keys
 
 
@@ -466,7 +474,44 @@ def _build_ours_low(model: str, batch: int, variant: str, what: str):
     return step
 
 
-PRECISION_BUILDERS = {"ours": _build_ours_low, "gluoncv": _build_gluoncv}
+def _build_exported_low(backend: str):
+    """A ``--precision`` builder for ``backend`` ('onnxruntime'/'openvino'): 'fp32' is the exported network of
+    :func:`_build_exported`; 'int8' its ONNX Runtime static quantization (QDQ, min/max of the same 2 random
+    batches ``ours/int8`` calibrates on), the file ``tools/quantize.py`` writes, run by ``backend``."""
+    def build(model: str, batch: int, variant: str, what: str):
+        if variant == "fp32":
+            return _build_exported(backend)(model, batch, variant, what)
+        import tempfile
+
+        import mxnet as mx
+
+        from resnet_toolkit.backends import export_onnx_file, file_runner, quantize_onnx_file
+        from resnet_toolkit.model_facts import inference_symbol
+        from symbols import get_model
+
+        shape, classes = model_shape(model)
+        sym = get_model(model, classes, api="symbol")
+        data, label = _mx_data(batch, shape, classes)
+        mod = mx.mod.Module(sym, context=mx.cpu())
+        mod.bind(data_shapes=[("data", data.shape)], label_shapes=[("softmax_label", label.shape)], for_training=False)
+        mx.random.seed(0)
+        mod.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
+        arg_params, aux_params = mod.get_params()
+        calib = mx.nd.random.uniform(0, 255, (2 * batch,) + shape).asnumpy()
+        with tempfile.TemporaryDirectory() as tmp:
+            export_onnx_file(inference_symbol(sym), arg_params, aux_params, shape, f"{tmp}/fp32.onnx")
+            quantize_onnx_file(f"{tmp}/fp32.onnx", f"{tmp}/int8.onnx", [calib[:batch], calib[batch:]])
+            run = file_runner(backend, f"{tmp}/int8.onnx", data.shape)
+        images = data.asnumpy()
+
+        def step():
+            run(images)
+        return step
+    return build
+
+
+PRECISION_BUILDERS = {"ours": _build_ours_low, "gluoncv": _build_gluoncv,
+                      "onnxruntime": _build_exported_low("onnxruntime"), "openvino": _build_exported_low("openvino")}
 
 PRECISION_TORCH_BUILDER = r"""
 import copy, importlib.util, json, os, sys
@@ -551,6 +596,8 @@ def show_kernels(model: str, batch: int, what: str, args: argparse.Namespace, en
     """One step of every MXNet engine of the cell under ``DNNL_VERBOSE=1``: its most expensive kernels."""
     out = []
     for key in precision_mx_keys(what, args.engines):
+        if key.split("/")[0] in INFER_ONLY:
+            continue  # their kernels are not oneDNN's verbose lines
         spec = {"model": model, "batch": batch, "what": what, "key": key}
         proc = subprocess.run([sys.executable, "-m", "bench.throughput", "--kernel-step", json.dumps(spec)],
                               capture_output=True, text=True, env={**env, "DNNL_VERBOSE": "1"}, timeout=600,
@@ -722,10 +769,14 @@ def format_table(rows: dict, ratio: dict) -> str:
 
 def precision_ratios(times: dict[str, list[float]], what: str) -> dict[str, float]:
     """``--precision``: ``low|reference`` -> median over rounds of reference step time / low step time (img/s
-    ratio); PyTorch's low precision only against PyTorch's float32."""
+    ratio); PyTorch's low precision only against PyTorch's float32. Inference also times the ONNX engines' INT8
+    against the references, and every INT8 cell against ONNX Runtime's and OpenVINO's INT8."""
     out = {}
     lows = [f"ours/{v}" for v in LOW[what]] + ["torch/bf16" if what == "train" else "torch/int8"]
     refs = ["ours/fp32", "gluoncv/fp32", "torch/fp32", "torch/bf16" if what == "train" else "torch/int8"]
+    if what == "infer":
+        lows += [f"{engine}/int8" for engine in INFER_ONLY]
+        refs += [f"{engine}/int8" for engine in INFER_ONLY]
     for low in lows:
         for ref in refs:
             if low != ref and low in times and ref in times and not (low.startswith("torch") and ref != "torch/fp32"):
@@ -737,13 +788,17 @@ def format_precision_table(rows: dict, ratio: dict) -> str:
     """``--precision``: one Markdown table per (model, batch, what): img/s, latency and ratios of every engine."""
     lines = []
     for (model, batch, what), cells in rows.items():
-        lines += [f"**{model} bs{batch} {what}** (img/s; p50/p90 ms)", "",
-                  "| engine | img/s | p50/p90 ms | ÷ ours fp32 | ÷ gluoncv fp32 | ÷ torch fp32 | ÷ torch low |",
-                  "|---|---|---|---|---|---|---|"]
         low_torch = "torch/bf16" if what == "train" else "torch/int8"
+        refs = ["ours/fp32", "gluoncv/fp32", "torch/fp32", low_torch]
+        if what == "infer":
+            refs += [f"{engine}/int8" for engine in INFER_ONLY]
+        lines += [f"**{model} bs{batch} {what}** (img/s; p50/p90 ms)", "",
+                  "| engine | img/s | p50/p90 ms | ÷ ours fp32 | ÷ gluoncv fp32 | ÷ torch fp32 | ÷ torch low |"
+                  + "".join(f" ÷ {ref.replace('/', ' ')} |" for ref in refs[4:]),
+                  "|---|---|---|" + "---|" * len(refs)]
         for key, c in cells.items():
             r = ratio[(model, batch, what)]
-            vals = [r.get(f"{key}|{ref}") for ref in ("ours/fp32", "gluoncv/fp32", "torch/fp32", low_torch)]
+            vals = [r.get(f"{key}|{ref}") for ref in refs]
             lines.append(f"| {key} | {c['img_s']:.2f} | {c['p50_ms']:.1f}/{c['p90_ms']:.1f} | "
                          + " | ".join("–" if v is None else f"{v:.2f}" for v in vals) + " |")
         lines.append("")

@@ -106,6 +106,48 @@ def openvino_runner(onnx_path: str | os.PathLike, batch_shape: Sequence[int], th
     return run
 
 
+# tools/quantize.py's calibration modes -> ONNX Runtime's: observed min/max, or the KL-optimal threshold.
+ONNX_CALIB_METHODS = {"naive": "MinMax", "entropy": "Entropy"}
+
+
+def quantize_onnx_file(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, batches: Sequence[np.ndarray],
+                       calib_mode: str = "naive", exclude: Sequence[str] = ()) -> None:
+    """Write the INT8 version of the float32 ONNX model ``fp32_path`` to ``int8_path``: ONNX Runtime's static
+    quantization in QDQ form (QuantizeLinear/DequantizeLinear pairs around each convolution and the classifier;
+    weights int8 per output channel, activations uint8), one range per tensor from the ``batches`` (raw RGB
+    0..255, (N, 3, H, W) float32) with ``calib_mode`` ('naive': min/max, 'entropy': KL). ONNX Runtime and
+    OpenVINO both run the file in INT8 (OpenVINO folds each pair into its own INT8 kernels). ``exclude`` names
+    MXNet layers (``conv0``, ``fc1``) kept in float32."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.pending = list(batches)
+
+        def get_next(self):
+            return {"data": np.ascontiguousarray(self.pending.pop(0), dtype=np.float32)} if self.pending else None
+
+    import onnx
+
+    nodes = [n.name for n in onnx.load(str(fp32_path)).graph.node if any(n.name.startswith(e) for e in exclude)]
+    # ONNX Runtime's logging module prints a pre-processing advice line and one warning per 1-D weight; quiet.
+    import logging
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        quantize_static(str(fp32_path), str(int8_path), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=nodes,
+                        calibrate_method=getattr(CalibrationMethod, ONNX_CALIB_METHODS[calib_mode]))
+    finally:
+        logging.getLogger().setLevel(level)
+
+
 def installed(backend: str) -> bool:
     """Whether ``backend``'s engine imports here ('mxnet' always does)."""
     if backend == "mxnet":
@@ -119,9 +161,9 @@ def installed(backend: str) -> bool:
 
 def choose_backend(requested: str, images: int | None, mxnet_only: str | None = None) -> str:
     """The engine a tool runs: ``requested`` unless it is ``auto``; then 'mxnet' where only MXNet can run the job
-    (``mxnet_only`` names why: INT8, a GPU, --plain-graph) or for fewer than :data:`AUTO_MIN_IMAGES` images
-    (``images``; None: unknown), else 'openvino' when it is installed, else 'mxnet'. A :class:`UserError` when
-    ``requested`` is another engine and ``mxnet_only`` is set."""
+    (``mxnet_only`` names why: a GPU, --plain-graph, an INT8 model without its ONNX file) or for fewer than
+    :data:`AUTO_MIN_IMAGES` images (``images``; None: unknown), else 'openvino' when it is installed, else
+    'mxnet'. A :class:`UserError` when ``requested`` is another engine and ``mxnet_only`` is set."""
     if requested != AUTO:
         if requested != "mxnet" and mxnet_only:
             raise UserError(f"--backend {requested}: {mxnet_only} runs with --backend mxnet only")
@@ -140,6 +182,17 @@ def require(backend: str) -> None:
                         f"(pip install {PIP_NAMES[backend]}; requirements.txt pins it)")
 
 
+def file_runner(backend: str, onnx_path: str | os.PathLike, batch_shape: Sequence[int],
+                threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """``run(batch) -> probabilities`` for ``backend`` ('onnxruntime' or 'openvino') on the ONNX file
+    ``onnx_path`` (e.g. the INT8 model ``tools/quantize.py`` writes), for batches of ``batch_shape``."""
+    require(backend)
+    threads = threads if threads is not None else engine_threads()
+    if backend == "onnxruntime":
+        return onnxruntime_runner(onnx_path, threads)
+    return openvino_runner(onnx_path, batch_shape, threads)
+
+
 def make_runner(backend: str, symbol, arg_params: dict, aux_params: dict, batch_shape: Sequence[int],
                 threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """``run(batch) -> probabilities`` for ``backend`` ('onnxruntime' or 'openvino') on the inference network
@@ -154,6 +207,4 @@ def make_runner(backend: str, symbol, arg_params: dict, aux_params: dict, batch_
             detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise UserError(f"--backend {backend}: the model does not export to ONNX ({detail}); use "
                             f"--backend mxnet") from None
-        if backend == "onnxruntime":
-            return onnxruntime_runner(path, threads)
-        return openvino_runner(path, batch_shape, threads)
+        return file_runner(backend, path, batch_shape, threads)

@@ -140,6 +140,32 @@ def load_int8_model(prefix: str | os.PathLike, epoch: int, batch_size: int = 32,
     return Predictor(None, symbol, arg_params, aux_params, batch_size, shape, num_classes, executor)
 
 
+def load_int8_onnx_model(prefix: str | os.PathLike, epoch: int, onnx_path: str | os.PathLike, backend: str,
+                         batch_size: int = 32, image_shape: Sequence[int] | None = None) -> Predictor:
+    """The INT8 model :mod:`resnet_toolkit.quantize` wrote as ONNX (``onnx_path``, beside ``prefix``, the
+    ``P-int8`` files whose graph gives the input shape) run by ``backend`` ('onnxruntime' or 'openvino') for
+    batches of up to ``batch_size`` images."""
+    from resnet_toolkit.backends import file_runner
+    from resnet_toolkit.quantize import is_quantized
+
+    if batch_size <= 0:
+        raise UserError(f"--batch-size must be positive, got {batch_size}")
+    symbol, arg_params, aux_params = load_checkpoint(prefix, epoch)
+    if not is_quantized(symbol):
+        raise UserError(f"{symbol_path(prefix)}: not an INT8 graph (make one with tools/quantize.py)")
+    shape = tuple(image_shape) if image_shape else default_image_shape(symbol)
+    try:
+        runner = file_runner(backend, onnx_path, (batch_size,) + shape)
+        num_classes = int(np.asarray(runner(np.zeros((batch_size,) + shape, np.float32))).shape[1])
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (each engine raises its own kinds; the user needs one line)
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{onnx_path}: {backend} cannot run it: {detail}") from None
+    return Predictor(None, symbol, arg_params, aux_params, batch_size, shape, num_classes, runner=runner,
+                     backend=backend)
+
+
 def class_names(num_classes: int, synset: str | os.PathLike | None = None,
                 folders: Iterable[str | os.PathLike] = (),
                 imagenet_synset: str | os.PathLike | None = None) -> tuple[list[str], Path | None]:

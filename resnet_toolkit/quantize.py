@@ -13,6 +13,12 @@ int8 elsewhere): every convolution with its BN/ReLU/sum fused, the fully connect
 ``bn1``+ReLU of each unit and the pooling; ``bn_data`` (the input normaliser on raw 0..255 pixels) and the final
 softmax stay float32. Inference only: the quantized graph cannot be trained.
 
+Beside them, when ONNX Runtime is installed, ``PREFIX-int8-EPOCH.onnx``: the same network exported to ONNX and
+quantized by ONNX Runtime's static quantization from the same calibration images and mode
+(:func:`resnet_toolkit.backends.quantize_onnx_file`), which ``--int8 --backend onnxruntime|openvino`` runs (and
+``--backend auto`` where it is measured faster, bench/pages/precision.md). A model that does not export is
+quantized for MXNet alone, with the reason in :attr:`QuantizeResult.onnx_note`.
+
 Calibrate on images the model will not be scored on (e.g. a slice of the training file read as validation) to
 keep the test accuracy honest; the ranges come only from ``num_batches * batch_size`` images.
 """
@@ -45,6 +51,11 @@ def int8_files(prefix: str | os.PathLike, epoch: int) -> tuple[Path, Path]:
     return symbol_path(int8_prefix(prefix)), params_path(int8_prefix(prefix), epoch)
 
 
+def int8_onnx_file(prefix: str | os.PathLike, epoch: int) -> Path:
+    """``PREFIX-int8-EPOCH.onnx``: the INT8 model for ONNX Runtime and OpenVINO."""
+    return Path(f"{int8_prefix(prefix)}-{epoch:04d}.onnx")
+
+
 def has_int8(prefix: str | os.PathLike, epoch: int) -> bool:
     """Whether :func:`quantize_checkpoint` wrote both INT8 files for ``prefix``/``epoch``."""
     return all(p.is_file() for p in int8_files(prefix, epoch))
@@ -68,6 +79,8 @@ class QuantizeResult:
     calib_mode: str
     op_counts: dict
     seconds: float
+    onnx_file: Path | None = None  # PREFIX-int8-EPOCH.onnx, or None (onnx_note says why)
+    onnx_note: str = ""
 
 
 def _data_only(inner, num_batches: int):
@@ -201,7 +214,44 @@ def quantize_checkpoint(prefix: str | os.PathLike, epoch: int, calib_rec: str | 
     for node in json.loads(qsym.tojson())["nodes"]:
         if node["op"] != "null":
             counts[node["op"]] = counts.get(node["op"], 0) + 1
-    return QuantizeResult(symbol_file, params_file, calib.images, calib_mode, counts, time.perf_counter() - start)
+    onnx_file, note = _quantize_onnx(prefix, epoch, net, arg_params, aux_params, shape, calib_mode, exclude,
+                                     lambda: make_val_iter(calib_rec, layout, batch_size, data_shape=shape,
+                                                           preprocess_threads=preprocess_threads), num_batches)
+    return QuantizeResult(symbol_file, params_file, calib.images, calib_mode, counts, time.perf_counter() - start,
+                          onnx_file, note)
+
+
+def _quantize_onnx(prefix, epoch: int, net, arg_params: dict, aux_params: dict, shape: Sequence[int],
+                   calib_mode: str, exclude: Sequence[str], records, num_batches: int) -> tuple[Path | None, str]:
+    """Write ``PREFIX-int8-EPOCH.onnx`` from the float32 network ``net``, calibrated on the first ``num_batches``
+    batches of ``records()`` (the images MXNet's calibration saw); ``(path, '')``, or ``(None, reason)`` where
+    ONNX Runtime is missing or the network does not export (MXNet's INT8 files stand either way)."""
+    import tempfile
+
+    from resnet_toolkit.backends import export_onnx_file, installed, quantize_onnx_file
+
+    out = int8_onnx_file(prefix, epoch)
+    if not installed("onnxruntime"):
+        note = "ONNX Runtime is not installed (pip install onnxruntime)"
+    else:
+        batches = [batch.data[0].asnumpy() for _, batch in zip(range(num_batches), records())]
+        with tempfile.TemporaryDirectory(prefix="resnet-int8-") as tmp:
+            fp32 = Path(tmp) / "fp32.onnx"
+            try:
+                export_onnx_file(net, arg_params, aux_params, shape, fp32)
+                with atomic_path(out) as tmp_out:
+                    quantize_onnx_file(fp32, tmp_out, batches, calib_mode, exclude)
+                return out, ""
+            except UserError:
+                raise
+            except Exception as exc:  # noqa: BLE001  (the exporter and quantizer raise many kinds; one line)
+                detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                note = f"the network does not export to ONNX INT8 ({detail})"
+    # An older PREFIX-int8-EPOCH.onnx was calibrated apart from the MXNet files just written: not kept beside them.
+    if out.is_file():
+        out.unlink()
+        note += f"; removed the older {out.name}"
+    return None, note + ": MXNet INT8 only"
 
 
 class Int8Executor:

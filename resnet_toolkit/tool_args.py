@@ -8,7 +8,7 @@ import os
 from resnet_toolkit.checkpoint import latest_epoch, resolve_epoch, symbol_path
 from resnet_toolkit.errors import UserError
 from resnet_toolkit.model_facts import parse_image_shape
-from resnet_toolkit.predictor import Predictor, load_int8_model, load_model, with_backend
+from resnet_toolkit.predictor import Predictor, load_int8_model, load_int8_onnx_model, load_model, with_backend
 
 
 def pick_context(gpu: int | None = None, cpu: bool = False):
@@ -55,13 +55,15 @@ def add_checkpoint_args(parser: argparse.ArgumentParser, *, batch_size: int | No
     if int8:
         group.add_argument("--int8", action="store_true",
                            help="run the INT8 model tools/quantize.py wrote (PREFIX-int8-symbol.json, "
-                                "PREFIX-int8-EPOCH.params; CPU only); a --prefix naming those files is detected")
+                                "PREFIX-int8-EPOCH.params for MXNet, PREFIX-int8-EPOCH.onnx for onnxruntime and "
+                                "openvino; CPU only); a --prefix naming those files is detected")
     if backend:
         from resnet_toolkit.backends import AUTO, AUTO_MIN_IMAGES, BACKENDS
 
         group.add_argument("--backend", choices=(AUTO, *BACKENDS), default=AUTO,
                            help=f"inference engine: mxnet (the folded, fused graph), onnxruntime or openvino (the "
-                                f"model exported to ONNX in a temporary folder; CPU, float32); auto: openvino for "
+                                f"model exported to ONNX in a temporary folder; CPU; with --int8 the "
+                                f"PREFIX-int8-EPOCH.onnx tools/quantize.py wrote); auto: openvino for "
                                 f"{AUTO_MIN_IMAGES} images or more when installed (measured fastest; its start costs "
                                 f"seconds), else mxnet (default: auto)")
     return group
@@ -101,11 +103,17 @@ def load_model_from_flags(args, images: int | None = None) -> Predictor:
         from resnet_toolkit.backends import choose_backend, require
 
         on_gpu = hasattr(args, "gpu") and pick_context(args.gpu, args.cpu).device_type == "gpu"
-        mxnet_only = ("INT8" if is_int8 else "a GPU" if on_gpu
+        mxnet_only = ("a GPU" if on_gpu and not is_int8
                       else "--plain-graph" if getattr(args, "plain_graph", False) else None)
+        if is_int8 and not int8_onnx_path(prefix, epoch).is_file():
+            mxnet_only = (f"an INT8 model without {int8_onnx_path(prefix, epoch).name} (tools/quantize.py writes it "
+                          f"where ONNX Runtime is installed)")
         backend = choose_backend(args.backend, images, mxnet_only)
         require(backend)
-    if backend != "mxnet":
+    if backend != "mxnet" and is_int8:
+        model = load_int8_onnx_model(prefix, epoch, int8_onnx_path(prefix, epoch), backend, args.batch_size,
+                                     image_shape)
+    elif backend != "mxnet":
         model = with_backend(load_model(prefix, epoch, None, args.batch_size, image_shape, fused=False), backend)
     elif is_int8:
         model = load_int8_model(prefix, epoch, args.batch_size, image_shape)
@@ -116,6 +124,13 @@ def load_model_from_flags(args, images: int | None = None) -> Predictor:
         raise UserError(f"--num-classes {args.num_classes} does not match the checkpoint: its fc1 has "
                         f"{model.num_classes} outputs")
     return model
+
+
+def int8_onnx_path(int8_prefix: str, epoch: int):
+    """``P-int8-EPOCH.onnx`` for the INT8 model whose own prefix is ``int8_prefix`` (``P-int8``)."""
+    from pathlib import Path
+
+    return Path(f"{int8_prefix}-{epoch:04d}.onnx")
 
 
 def _is_int8_checkpoint(prefix: str | os.PathLike) -> bool:

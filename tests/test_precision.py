@@ -406,6 +406,18 @@ def test_precision_benchmark_ratios():
     assert r["torch/int8|torch/fp32"] == 2.0 and "torch/int8|ours/fp32" not in r
     assert bench.precision_mx_keys("train", ["ours"]) == ["ours/fp32", "ours/bf16", "ours/bf16-mxbn"]
     assert bench.precision_torch_keys("infer") == ["torch/fp32", "torch/int8"]
+    # the ONNX engines' INT8 (tools/quantize.py's .onnx file): against the references, and ours against them
+    times.update({"openvino/int8": [0.2, 0.2, 0.25], "openvino/fp32": [0.8, 0.8, 0.8]})
+    r = bench.precision_ratios(times, "infer")
+    assert r["openvino/int8|ours/fp32"] == 5.0 and r["ours/int8|openvino/int8"] == 0.5
+    assert "openvino/fp32|ours/fp32" not in r and "openvino/int8|openvino/int8" not in r
+    assert "openvino/int8" not in bench.precision_mx_keys("train", ["ours", "openvino"])
+    table = bench.format_precision_table({("m", 1, "infer"): {k: bench.summarize(v, 1) for k, v in times.items()}},
+                                         {("m", 1, "infer"): r})
+    head, _, *rows = table.splitlines()[2:]
+    cols = [c.strip() for c in head.strip("|").split("|")]
+    ours = dict(zip(cols, [c.strip() for c in rows[1].strip("|").split("|")]))
+    assert ours["engine"] == "ours/int8" and ours["÷ openvino int8"] == "0.50" and ours["÷ ours fp32"] == "2.00"
 
 
 def test_kernel_tally_reads_onednn_verbose_lines():

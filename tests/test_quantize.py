@@ -183,3 +183,68 @@ def test_a_failed_write_keeps_the_previous_int8_files(random_model, digits_dir, 
     with pytest.raises(UserError, match=f"cannot write {prefix}-int8-0003.params: No space left on device"):
         quantize_checkpoint(prefix, 3, rec, 2, 16, "naive")
     assert snapshot(folder) == before
+
+
+# ------------------------------------------------------------------------------------------- INT8 through ONNX
+def test_quantize_writes_an_onnx_int8_model_that_onnxruntime_and_openvino_run(trained_digits, digits_dir, capsys):
+    """tools/quantize.py also writes PREFIX-int8-EPOCH.onnx (ONNX Runtime static quantization, QDQ, int8 weights);
+    score.py --int8 --backend onnxruntime|openvino runs it: top-1 within 2 points of float32's and the same class as
+    float32 for at least 97 % of the 360 held-out digits, as MXNet's INT8 model must."""
+    import onnx
+
+    from resnet_toolkit.predictor import load_model
+    from resnet_toolkit.quantize import int8_onnx_file, quantize_checkpoint
+    from resnet_toolkit.tool_args import load_model_from_flags
+
+    prefix, epoch = trained_digits
+    result = quantize_checkpoint(prefix, epoch, digits_dir / "digits_train.rec", 4, 32, "naive")
+    assert result.onnx_file == int8_onnx_file(prefix, epoch) and result.onnx_note == ""
+    assert result.onnx_file.name == "resnet-digits-8-0-int8-0004.onnx"
+    graph = onnx.load(str(result.onnx_file)).graph
+    ops = [node.op_type for node in graph.node]
+    assert ops.count("Conv") >= 8 and ops.count("QuantizeLinear") >= 8 and "DequantizeLinear" in ops
+    assert any(init.data_type == onnx.TensorProto.INT8 for init in graph.initializer)  # weights stored as int8
+
+    images, labels = _val_images(digits_dir)
+    fp32 = _top1(load_model(prefix, epoch, batch_size=32), images)
+    score = load_tool("tools/score.py")
+    for backend in ("onnxruntime", "openvino"):
+        args = score.parse_args(["--prefix", prefix, "--epoch", str(epoch), "--rec", "x.rec", "--int8",
+                                 "--backend", backend, "--batch-size", "32"])
+        model = load_model_from_flags(args, images=len(images))
+        assert model.backend == backend and model.num_classes == 10
+        int8 = _top1(model, images)
+        assert (int8 == fp32).mean() >= 0.97, backend
+        assert abs((int8 == labels).mean() - (fp32 == labels).mean()) <= 0.02, backend
+        assert score.main(["--prefix", prefix, "--epoch", str(epoch), "--rec", str(digits_dir / "digits_val.rec"),
+                           "--int8", "--backend", backend, "--json", "--no-progress"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["backend"] == backend and out["top1"] == pytest.approx((int8 == labels).mean(), abs=1e-9)
+
+
+def test_int8_without_onnx_runtime_is_mxnet_only(random_model, digits_dir, capsys, monkeypatch):
+    """Quantizing without ONNX Runtime writes MXNet's INT8 files only and removes an older .onnx (calibrated apart
+    from them); then --int8 --backend openvino is one clear line and auto runs MXNet."""
+    from resnet_toolkit.backends import AUTO_MIN_IMAGES
+    from resnet_toolkit.quantize import int8_onnx_file, quantize_checkpoint
+    from resnet_toolkit.tool_args import load_model_from_flags
+
+    folder, prefix = random_model
+    rec = digits_dir / "digits_train.rec"
+    quantize_checkpoint(prefix, 3, rec, 1, 16, "naive")
+    assert int8_onnx_file(prefix, 3).is_file()
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    result = quantize_checkpoint(prefix, 3, rec, 1, 16, "naive")
+    monkeypatch.undo()
+    assert result.onnx_file is None and result.symbol_file.is_file() and result.params_file.is_file()
+    assert result.onnx_note == (f"ONNX Runtime is not installed (pip install onnxruntime); removed the older "
+                                f"{int8_onnx_file(prefix, 3).name}: MXNet INT8 only")
+    assert not int8_onnx_file(prefix, 3).exists()
+    code, err = _run("tools/score.py", ["--prefix", prefix, "--epoch", "3", "--rec", digits_dir / "digits_val.rec",
+                                        "--int8", "--backend", "openvino"], capsys, monkeypatch)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert (f"--backend openvino: an INT8 model without {Path(prefix).name}-int8-0003.onnx (tools/quantize.py "
+            f"writes it where ONNX Runtime is installed) runs with --backend mxnet only") in err
+    score = load_tool("tools/score.py")
+    args = score.parse_args(["--prefix", prefix, "--epoch", "3", "--rec", "x.rec", "--int8"])
+    assert load_model_from_flags(args, images=AUTO_MIN_IMAGES * 4).backend == "mxnet"

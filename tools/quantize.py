@@ -5,7 +5,9 @@
         --calib-rec data/cifar10/cifar10_train.rec --num-calib-batches 10 --calib-mode entropy
 
 Writes PREFIX-int8-symbol.json and PREFIX-int8-EPOCH.params beside the checkpoint (both complete before either is
-renamed into place); score or predict with them by adding --int8 to tools/score.py or predict/predict.py. The
+renamed into place) for MXNet, and PREFIX-int8-EPOCH.onnx (the same calibration, by ONNX Runtime's static
+quantization) for ONNX Runtime and OpenVINO; score or predict with them by adding --int8 to tools/score.py or
+predict/predict.py (--backend picks the engine; auto: the fastest measured). The
 calibration images are the first --num-calib-batches x --batch-size of --calib-rec, preprocessed as validation;
 calibrate on images you will not score (a slice of the training file) to keep the test accuracy honest.
 """
@@ -48,11 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"symbol": str(result.symbol_file), "params": str(result.params_file),
                           "calib_images": result.calib_images, "calib_mode": result.calib_mode,
-                          "ops": result.op_counts, "seconds": round(result.seconds, 3)}))
+                          "ops": result.op_counts, "seconds": round(result.seconds, 3),
+                          "onnx": str(result.onnx_file) if result.onnx_file else None,
+                          "onnx_note": result.onnx_note or None}))
     else:
         print(f"calibrated on {result.calib_images} images of {args.calib_rec} ({result.calib_mode})")
         print(f"wrote {result.symbol_file}")
-        print(f"wrote {result.params_file} ({result.seconds:.1f} s)")
+        print(f"wrote {result.params_file}")
+        print(f"wrote {result.onnx_file}" if result.onnx_file else f"no ONNX INT8 model: {result.onnx_note}")
+        print(f"done in {result.seconds:.1f} s")
     return 0
 
 
