@@ -38,8 +38,10 @@ def num_classes_of(arg_params: dict, params_file: str | os.PathLike = "checkpoin
 
 def default_image_shape(symbol) -> tuple[int, int, int]:
     """The default input of the network's stem (:data:`symbols.spec.NET_TYPE_FACTS`): ImageNet's (3, 224, 224)
-    when the graph has the ImageNet stem's max pool (``pool0``), else CIFAR's (3, 32, 32)."""
-    net_type = "imagenet" if "pool0_output" in symbol.get_internals().list_outputs() else "cifar10"
+    when the graph has the ImageNet stem's max pool (``pool0``; ``quantized_pool0`` in an INT8 graph), else
+    CIFAR's (3, 32, 32)."""
+    outputs = set(symbol.get_internals().list_outputs())
+    net_type = "imagenet" if outputs & {"pool0_output", "quantized_pool0_output"} else "cifar10"
     return NET_TYPE_FACTS[net_type].image_shape
 
 

@@ -248,3 +248,26 @@ def test_int8_without_onnx_runtime_is_mxnet_only(random_model, digits_dir, capsy
     score = load_tool("tools/score.py")
     args = score.parse_args(["--prefix", prefix, "--epoch", "3", "--rec", "x.rec", "--int8"])
     assert load_model_from_flags(args, images=AUTO_MIN_IMAGES * 4).backend == "mxnet"
+
+
+def test_an_imagenet_size_int8_model_takes_224_images_by_default():
+    """The INT8 graph renames the stem's pool0 to quantized_pool0: the input size read from the graph must still be
+    ImageNet's 224 (it was CIFAR's 32 until 2026-12-07, so --int8 on an ImageNet model failed without
+    --image-shape)."""
+    import mxnet as mx
+    from mxnet.contrib.quantization import quantize_model_mkldnn
+
+    from resnet_toolkit.model_facts import default_image_shape, inference_symbol
+    from symbols import get_model
+
+    sym = get_model("resnet18_v2", 10, api="symbol")
+    mod = mx.mod.Module(sym, context=mx.cpu())
+    mod.bind(data_shapes=[("data", (1, 3, 224, 224))], label_shapes=[("softmax_label", (1,))])
+    mod.init_params(mx.init.Xavier())
+    qsym, _, _ = quantize_model_mkldnn(
+        inference_symbol(sym), *mod.get_params(), data_names=("data",), label_names=(), ctx=mx.cpu(),
+        calib_mode="naive", calib_data=mx.io.NDArrayIter(mx.nd.random.uniform(0, 255, (2, 3, 224, 224)), batch_size=1),
+        num_calib_examples=2, quantized_dtype="auto", quantize_mode="smart")
+    assert "pool0_output" not in qsym.get_internals().list_outputs()
+    assert default_image_shape(qsym) == default_image_shape(sym) == (3, 224, 224)
+    assert default_image_shape(get_model("cifar_resnet20_v2", 10, api="symbol")) == (3, 32, 32)
