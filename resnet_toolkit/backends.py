@@ -26,7 +26,9 @@ PIP_NAMES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 # OpenVINO was the fastest engine in every cell (ResNet-50-v2 and CIFAR ResNet-20 at batch 1 and 32, 1.10-1.40x
 # the fused MXNet graph on AVX-512, 1.06-1.30x with oneDNN capped at AVX2), but its start (export to ONNX +
 # compile) costs 2.0 s more than MXNet's for ResNet-50 (2.33 vs 0.32 s, bench/backend_startup.py), which the
-# 4.0-5.7 ms it saves per image repays after 350-500 images.
+# 4.0-5.7 ms it saves per image repays after 350-500 images. The same rule holds for INT8 (the .onnx
+# tools/quantize.py writes): OpenVINO ran it 1.01-1.49x MXNet's INT8 (1.03-1.35x on AVX2 kernels) and starts
+# 0.5 s later for ResNet-50 (bench/pages/precision.md).
 AUTO_MIN_IMAGES = 500
 
 
