@@ -8,7 +8,7 @@ REQS ?= requirements.txt
 
 # The tests whose outcome depends on the kernels oneDNN picks for the CPU (test-isa reruns them capped at AVX2).
 ISA_TESTS := tests/test_precision.py tests/test_fastpath.py tests/test_predict.py tests/test_families.py \
-	tests/test_quantize.py tests/test_finetune.py tests/test_capability.py
+	tests/test_quantize.py tests/test_finetune.py tests/test_capability.py tests/test_backends.py
 
 .PHONY: demo test test-fast test-isa sysinfo lint bench clean-demo
 
