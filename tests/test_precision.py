@@ -392,7 +392,7 @@ def test_loss_scaler_schedule():
 
 
 # ------------------------------------------------------------------------------------------- benchmark arithmetic
-def test_precision_benchmark_ratios():
+def test_precision_benchmark_ratios(monkeypatch):
     """bench/throughput.py --precision: each low-precision engine against ours fp32 and the peers, as medians of
     per-round ratios (round 2 disturbed); torch's low precision only against torch fp32."""
     from bench import throughput as bench
@@ -404,7 +404,21 @@ def test_precision_benchmark_ratios():
     assert r["ours/int8|gluoncv/fp32"] == 2.4
     assert r["ours/int8|torch/fp32"] == 4.0 and r["ours/int8|torch/int8"] == 2.0
     assert r["torch/int8|torch/fp32"] == 2.0 and "torch/int8|ours/fp32" not in r
+    from resnet_toolkit import capability
+
+    class Caps:  # the cells follow what oneDNN runs: bfloat16 cells only where it has bfloat16 kernels
+        def __init__(self, bf16):
+            self.bf16 = bf16
+
+        def supports(self, what):
+            return what == "int8" or self.bf16
+
+    monkeypatch.setattr(capability, "probe", lambda: Caps(True))
     assert bench.precision_mx_keys("train", ["ours"]) == ["ours/fp32", "ours/bf16", "ours/bf16-mxbn"]
+    monkeypatch.setattr(capability, "probe", lambda: Caps(False))  # an AVX2-only CPU
+    assert bench.precision_mx_keys("train", ["ours"]) == ["ours/fp32"]
+    assert bench.precision_mx_keys("infer", ["ours"]) == ["ours/fp32", "ours/int8"]
+    monkeypatch.undo()
     assert bench.precision_torch_keys("infer") == ["torch/fp32", "torch/int8"]
     # the ONNX engines' INT8 (tools/quantize.py's .onnx file): against the references, and ours against them
     times.update({"openvino/int8": [0.2, 0.2, 0.25], "openvino/fp32": [0.8, 0.8, 0.8]})
