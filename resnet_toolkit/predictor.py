@@ -115,14 +115,10 @@ def with_backend(model: Predictor, backend: str) -> Predictor:
                      model.num_classes, runner=runner, backend=backend)
 
 
-def load_int8_model(prefix: str | os.PathLike, epoch: int, batch_size: int = 32,
-                    image_shape: Sequence[int] | None = None) -> Predictor:
-    """Load the INT8 model :mod:`resnet_toolkit.quantize` wrote (``prefix`` is its own prefix, ``P-int8``) and bind it
-    on the CPU for batches of up to ``batch_size`` images (``image_shape`` defaults from the stem)."""
-    import mxnet as mx
-
-    from resnet_toolkit.capability import probe
-    from resnet_toolkit.quantize import Int8Executor, is_quantized
+def _read_int8(prefix: str | os.PathLike, epoch: int, batch_size: int, image_shape: Sequence[int] | None):
+    """The INT8 files :mod:`resnet_toolkit.quantize` wrote (``prefix`` = ``P-int8``), checked: ``(symbol,
+    arg_params, aux_params, input shape)``, the shape defaulting from the stem."""
+    from resnet_toolkit.quantize import is_quantized
 
     if batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {batch_size}")
@@ -130,6 +126,19 @@ def load_int8_model(prefix: str | os.PathLike, epoch: int, batch_size: int = 32,
     if not is_quantized(symbol):
         raise UserError(f"{symbol_path(prefix)}: not an INT8 graph (make one with tools/quantize.py)")
     shape = tuple(image_shape) if image_shape else default_image_shape(symbol)
+    return symbol, arg_params, aux_params, shape
+
+
+def load_int8_model(prefix: str | os.PathLike, epoch: int, batch_size: int = 32,
+                    image_shape: Sequence[int] | None = None) -> Predictor:
+    """Load the INT8 model :mod:`resnet_toolkit.quantize` wrote (``prefix`` is its own prefix, ``P-int8``) and bind it
+    on the CPU for batches of up to ``batch_size`` images (``image_shape`` defaults from the stem)."""
+    import mxnet as mx
+
+    from resnet_toolkit.capability import probe
+    from resnet_toolkit.quantize import Int8Executor
+
+    symbol, arg_params, aux_params, shape = _read_int8(prefix, epoch, batch_size, image_shape)
     probe().require("int8", "INT8 inference (--int8)")
     try:
         executor = Int8Executor(symbol, arg_params, aux_params, (batch_size,) + shape)
@@ -146,14 +155,8 @@ def load_int8_onnx_model(prefix: str | os.PathLike, epoch: int, onnx_path: str |
     ``P-int8`` files whose graph gives the input shape) run by ``backend`` ('onnxruntime' or 'openvino') for
     batches of up to ``batch_size`` images."""
     from resnet_toolkit.backends import file_runner
-    from resnet_toolkit.quantize import is_quantized
 
-    if batch_size <= 0:
-        raise UserError(f"--batch-size must be positive, got {batch_size}")
-    symbol, arg_params, aux_params = load_checkpoint(prefix, epoch)
-    if not is_quantized(symbol):
-        raise UserError(f"{symbol_path(prefix)}: not an INT8 graph (make one with tools/quantize.py)")
-    shape = tuple(image_shape) if image_shape else default_image_shape(symbol)
+    symbol, arg_params, aux_params, shape = _read_int8(prefix, epoch, batch_size, image_shape)
     try:
         runner = file_runner(backend, onnx_path, (batch_size,) + shape)
         num_classes = int(np.asarray(runner(np.zeros((batch_size,) + shape, np.float32))).shape[1])
