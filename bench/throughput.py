@@ -332,24 +332,34 @@ else:
 serve({"torch/-": step})
 """
 
+def _xavier_inference_net(model: str, batch: int):
+    """``(inference symbol, data batch, arg_params, aux_params)`` of ``model``, Xavier-initialised as
+    ``_build_module`` does: what the ONNX engines' builders export."""
+    import mxnet as mx
+
+    from resnet_toolkit.model_facts import inference_symbol
+    from symbols import get_model
+
+    shape, classes = model_shape(model)
+    sym = get_model(model, classes, api="symbol")
+    data, label = _mx_data(batch, shape, classes)
+    mod = mx.mod.Module(sym, context=mx.cpu())
+    mod.bind(data_shapes=[("data", data.shape)], label_shapes=[("softmax_label", label.shape)], for_training=False)
+    mx.random.seed(0)
+    mod.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
+    arg_params, aux_params = mod.get_params()
+    return inference_symbol(sym), data, arg_params, aux_params
+
+
 def _build_exported(backend: str):
     """A builder for ``backend`` ('onnxruntime'/'openvino'): this project's Symbol, Xavier-initialised as
     ``_build_module`` does, exported to ONNX and run there (threads: OMP_NUM_THREADS, as MXNet)."""
     def build(model: str, batch: int, variant: str, what: str):
-        import mxnet as mx
 
         from resnet_toolkit.backends import make_runner
-        from resnet_toolkit.model_facts import inference_symbol
-        from symbols import get_model
 
-        shape, classes = model_shape(model)
-        sym = get_model(model, classes, api="symbol")
-        data, label = _mx_data(batch, shape, classes)
-        mod = mx.mod.Module(sym, context=mx.cpu())
-        mod.bind(data_shapes=[("data", data.shape)], label_shapes=[("softmax_label", label.shape)])
-        mod.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
-        arg_params, aux_params = mod.get_params()
-        run = make_runner(backend, inference_symbol(sym), arg_params, aux_params, data.shape)
+        net, data, arg_params, aux_params = _xavier_inference_net(model, batch)
+        run = make_runner(backend, net, arg_params, aux_params, data.shape)
         images = data.asnumpy()
 
         def step():
@@ -486,20 +496,12 @@ def _build_exported_low(backend: str):
         import mxnet as mx
 
         from resnet_toolkit.backends import export_onnx_file, file_runner, quantize_onnx_file
-        from resnet_toolkit.model_facts import inference_symbol
-        from symbols import get_model
 
-        shape, classes = model_shape(model)
-        sym = get_model(model, classes, api="symbol")
-        data, label = _mx_data(batch, shape, classes)
-        mod = mx.mod.Module(sym, context=mx.cpu())
-        mod.bind(data_shapes=[("data", data.shape)], label_shapes=[("softmax_label", label.shape)], for_training=False)
-        mx.random.seed(0)
-        mod.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
-        arg_params, aux_params = mod.get_params()
+        net, data, arg_params, aux_params = _xavier_inference_net(model, batch)
+        shape = data.shape[1:]
         calib = mx.nd.random.uniform(0, 255, (2 * batch,) + shape).asnumpy()
         with tempfile.TemporaryDirectory() as tmp:
-            export_onnx_file(inference_symbol(sym), arg_params, aux_params, shape, f"{tmp}/fp32.onnx")
+            export_onnx_file(net, arg_params, aux_params, shape, f"{tmp}/fp32.onnx")
             quantize_onnx_file(f"{tmp}/fp32.onnx", f"{tmp}/int8.onnx", [calib[:batch], calib[batch:]])
             run = file_runner(backend, f"{tmp}/int8.onnx", data.shape)
         images = data.asnumpy()

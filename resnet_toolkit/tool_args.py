@@ -78,7 +78,7 @@ def load_model_from_flags(args, images: int | None = None) -> Predictor:
 
     ``--int8`` runs ``PREFIX-int8-symbol.json`` / ``PREFIX-int8-EPOCH.params`` (``tools/quantize.py`` writes them);
     a ``--prefix`` naming such files directly is recognised by its graph and run as INT8 without the flag."""
-    from resnet_toolkit.quantize import int8_files, int8_prefix
+    from resnet_toolkit.quantize import INT8_SUFFIX, int8_files, int8_onnx_file, int8_prefix
 
     prefix = str(args.prefix)
     int8 = getattr(args, "int8", False)
@@ -105,13 +105,14 @@ def load_model_from_flags(args, images: int | None = None) -> Predictor:
         on_gpu = hasattr(args, "gpu") and pick_context(args.gpu, args.cpu).device_type == "gpu"
         mxnet_only = ("a GPU" if on_gpu and not is_int8
                       else "--plain-graph" if getattr(args, "plain_graph", False) else None)
-        if is_int8 and not int8_onnx_path(prefix, epoch).is_file():
-            mxnet_only = (f"an INT8 model without {int8_onnx_path(prefix, epoch).name} (tools/quantize.py writes it "
+        onnx_file = int8_onnx_file(prefix[:-len(INT8_SUFFIX)], epoch) if is_int8 else None
+        if is_int8 and not onnx_file.is_file():
+            mxnet_only = (f"an INT8 model without {onnx_file.name} (tools/quantize.py writes it "
                           f"where ONNX Runtime is installed)")
         backend = choose_backend(args.backend, images, mxnet_only)
         require(backend)
     if backend != "mxnet" and is_int8:
-        model = load_int8_onnx_model(prefix, epoch, int8_onnx_path(prefix, epoch), backend, args.batch_size,
+        model = load_int8_onnx_model(prefix, epoch, onnx_file, backend, args.batch_size,
                                      image_shape)
     elif backend != "mxnet":
         model = with_backend(load_model(prefix, epoch, None, args.batch_size, image_shape, fused=False), backend)
@@ -124,13 +125,6 @@ def load_model_from_flags(args, images: int | None = None) -> Predictor:
         raise UserError(f"--num-classes {args.num_classes} does not match the checkpoint: its fc1 has "
                         f"{model.num_classes} outputs")
     return model
-
-
-def int8_onnx_path(int8_prefix: str, epoch: int):
-    """``P-int8-EPOCH.onnx`` for the INT8 model whose own prefix is ``int8_prefix`` (``P-int8``)."""
-    from pathlib import Path
-
-    return Path(f"{int8_prefix}-{epoch:04d}.onnx")
 
 
 def _is_int8_checkpoint(prefix: str | os.PathLike) -> bool:
