@@ -295,17 +295,34 @@ TORCH_V1_ARCH = {"resnet50_v1": ((3, 4, 6, 3), 1, 64), "resnet101_v1": ((3, 4, 2
                  "resnext101_32x4d": ((3, 4, 23, 3), 32, 4), "resnext101_32x8d": ((3, 4, 23, 3), 32, 8),
                  "resnext101_64x4d": ((3, 4, 23, 3), 64, 4)}
 
+# torchvision's own networks for the v1b / ResNeXt names, where the torch venv has torchvision (else TORCH_V1's copy)
+TORCHVISION = {"resnet18_v1": "resnet18", "resnet34_v1": "resnet34", "resnet50_v1": "resnet50",
+               "resnet101_v1": "resnet101", "resnet152_v1": "resnet152", "resnext50_32x4d": "resnext50_32x4d",
+               "resnext101_32x8d": "resnext101_32x8d", "resnext101_64x4d": "resnext101_64x4d"}
+# PyTorch's configurations: eager (channels_last), TorchScript traced + frozen (inference only), torch.compile
+# (inductor; with freezing for inference, which folds BN into the convolutions as our fused graph does)
+TORCH_VARIANTS = ("eager", "jit", "compile")
+
 TORCH_BUILDER = r"""
-import importlib.util, json, os, sys, time
+import copy, importlib.util, json, os, sys, time
 import torch, torch.nn.functional as F
 spec = json.loads(sys.argv[1])
 if os.environ.get("OMP_NUM_THREADS"):
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 classes, batch = spec["classes"], spec["batch"]
-if spec["v1"]:
+source = None
+if spec["torchvision"]:
+    try:
+        import torchvision
+        net = getattr(torchvision.models, spec["torchvision"])(num_classes=classes)
+        source = f"torchvision {torchvision.__version__} models.{spec['torchvision']}"
+    except ImportError:
+        pass
+if source is None and spec["v1"]:
     units, groups, width = spec["v1"]
     net = V1ResNet(units, groups, width, classes)
-else:
+    source = "torchvision's Bottleneck/ResNet written out (bench/throughput.py TORCH_V1)"
+elif source is None:
     loader = importlib.util.spec_from_file_location("peer_torch", spec["peer"])
     peer = importlib.util.module_from_spec(loader); loader.loader.exec_module(peer)
     arch = {"resnet50_v2": (peer.Bottleneck, [3, 4, 6, 3], [64, 256, 512, 1024, 2048], True),
@@ -315,21 +332,39 @@ else:
             "cifar_resnet164_v2": (peer.Bottleneck, [18, 18, 18], [16, 64, 128, 256], False)}[spec["model"]]
     block, units, filters, imagenet = arch
     net = peer.PreActResNet(block, units, filters, classes, imagenet)
+    source = "peer_torch.py PreActResNet"
 mf = torch.channels_last if spec["channels_last"] else torch.contiguous_format
 net = net.to(memory_format=mf)
 x = torch.rand([batch] + spec["shape"]).to(memory_format=mf) * 255
 y = torch.arange(batch) % classes
+steps = {}
 if spec["what"] == "train":
-    net.train()
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    def step():
-        opt.zero_grad(set_to_none=True); loss = F.cross_entropy(net(x), y); loss.backward(); opt.step()
+    def train_step(model, params):
+        opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
+        def step():
+            opt.zero_grad(set_to_none=True); loss = F.cross_entropy(model(x), y); loss.backward(); opt.step()
+        return step
+    for variant in spec["variants"]:
+        own = net.train() if variant == "eager" else copy.deepcopy(net).train()
+        steps["torch/" + variant] = train_step(own if variant == "eager" else torch.compile(own), own.parameters())
 else:
     net.eval()
-    def step():
-        with torch.inference_mode():
-            net(x)
-serve({"torch/-": step})
+    for variant in spec["variants"]:
+        if variant == "eager":
+            model = net
+        elif variant == "jit":
+            with torch.no_grad():
+                model = torch.jit.freeze(torch.jit.trace(net, x))
+        else:
+            import torch._inductor.config
+            torch._inductor.config.freezing = True
+            model = torch.compile(net)
+        def step(model=model):
+            with torch.inference_mode():
+                model(x)
+        steps["torch/" + variant] = step
+print(f"INFO torch {torch.__version__}, {source}", flush=True)
+serve(steps)
 """
 
 def _xavier_inference_net(model: str, batch: int):
@@ -622,6 +657,7 @@ class Server:
 
     def __init__(self, cmd: list[str], keys: list[str], env: dict):
         self.keys = keys
+        self.info: list[str] = []  # the worker's ``INFO ...`` lines (PyTorch's: its version and the net's source)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env, cwd=REPO)
         line = self._read_line()
@@ -637,6 +673,8 @@ class Server:
                 return ""
             if line.startswith(("READY", "T ")):
                 return line.strip()
+            if line.startswith("INFO "):
+                self.info.append(line[5:].strip())
 
     def step(self, key: str, command: str = "step") -> float:
         self.proc.stdin.write(f"{command} {key}\n")
@@ -664,17 +702,19 @@ def start_servers(model: str, batch: int, what: str, args: argparse.Namespace, e
     if keys:
         spec = {"model": model, "batch": batch, "what": what, "keys": keys, "configure": not args.threads}
         servers.append(Server([sys.executable, "-m", "bench.throughput", "--serve", json.dumps(spec)], keys, env))
-    if "torch" in args.engines and args.torch_python:
-        if model not in TORCH_V2 and model not in TORCH_V1_ARCH:
+    variants = [v for v in args.torch_variants if not (v == "jit" and what == "train")]
+    if "torch" in args.engines and args.torch_python and variants:
+        if model not in TORCH_V2 and model not in TORCH_V1_ARCH and model not in TORCHVISION:
             print(f"{model}: no PyTorch definition here; timed without the torch column", file=sys.stderr)
             return servers
         shape, classes = model_shape(model)
         spec = {"peer": str(PEERS / "peer_torch.py"), "model": model, "batch": batch, "what": what,
                 "shape": list(shape), "classes": classes, "channels_last": not args.torch_nchw,
-                "v1": TORCH_V1_ARCH.get(model)}
+                "v1": TORCH_V1_ARCH.get(model), "torchvision": TORCHVISION.get(model), "variants": variants}
         code = inspect.getsource(serve) + TORCH_V1 + TORCH_BUILDER
         try:
-            servers.append(Server([args.torch_python, "-c", code, json.dumps(spec)], ["torch/-"], env))
+            servers.append(Server([args.torch_python, "-c", code, json.dumps(spec)],
+                                  [f"torch/{v}" for v in variants], env))
         except RuntimeError:
             for srv in servers:  # the MXNet worker already started
                 srv.close()
@@ -710,6 +750,8 @@ def time_cell(model: str, batch: int, what: str, args: argparse.Namespace, env: 
     rotating order, so load from other processes falls on all of them alike. ``start`` makes the step servers
     (default :func:`start_servers`; ``--precision`` passes :func:`start_precision_servers`)."""
     servers = (start or start_servers)(model, batch, what, args, env)
+    for srv in servers:
+        args.worker_info.update(srv.info)
     try:
         owner = {key: srv for srv in servers for key in srv.keys}
         keys = list(owner)
@@ -735,27 +777,43 @@ def time_cell(model: str, batch: int, what: str, args: argparse.Namespace, env: 
             srv.close()
 
 
+PEER_KEYS = ("gluoncv/-", *(f"torch/{v}" for v in TORCH_VARIANTS), "onnxruntime/-", "openvino/-")
+
+
+def per_round_fastest(cells: dict[str, list[float]], keys) -> list[float] | None:
+    """Per round, the shortest step time among ``keys`` present in ``cells`` (None when none is): the fastest
+    configuration of a round, against which a ratio is again a median of per-round ratios."""
+    present = [cells[k] for k in keys if k in cells]
+    return [min(times) for times in zip(*present)] if present else None
+
+
 def ratios(raw: dict) -> dict:
     """Ours (each engine/variant) / each peer and / our own base, in img/s: the median over rounds of the ratio of
-    the two step times within a round. Keys: ``model|batch|what|engine/variant|peer``."""
+    the two step times within a round. Keys: ``model|batch|what|engine/variant|peer``, peer ``gluoncv``,
+    ``torch/eager`` (``torch/jit``, ``torch/compile``), ``onnxruntime``, ``openvino``, ``ENGINE/base``, and two
+    per-round minimums: ``torch`` (the fastest PyTorch configuration of each round) and ``fastest peer``."""
     out = {}
     for (model, batch, what), cells in raw.items():
-        for ours in [f"{e}/{v}" for e in OURS for v in VARIANTS]:
-            peers = ["gluoncv/-", "torch/-", "onnxruntime/-", "openvino/-"] + (
-                [f"{ours.split('/')[0]}/base"] if ours.endswith("/fast") else [])
-            for peer in peers:
-                if ours in cells and peer in cells:
-                    out[f"{model}|{batch}|{what}|{ours}|{peer.removesuffix('/-')}"] = round(statistics.median(
-                        tp / to for to, tp in zip(cells[ours], cells[peer])), 3)
+        peers = {k.removesuffix("/-"): cells[k] for k in PEER_KEYS if k in cells}
+        peers["torch"] = per_round_fastest(cells, [f"torch/{v}" for v in TORCH_VARIANTS])
+        peers["fastest peer"] = per_round_fastest(cells, PEER_KEYS)
+        for ours in [f"{e}/{v}" for e in OURS for v in VARIANTS if f"{e}/{v}" in cells]:
+            own = {f"{ours.split('/')[0]}/base": cells.get(f"{ours.split('/')[0]}/base")} if ours.endswith(
+                "/fast") else {}
+            for name, theirs in {**peers, **own}.items():
+                if theirs:
+                    out[f"{model}|{batch}|{what}|{ours}|{name}"] = round(statistics.median(
+                        tp / to for to, tp in zip(cells[ours], theirs)), 3)
     return out
 
 
 def format_table(rows: dict, ratio: dict) -> str:
-    """Markdown table: one line per (model, batch, what): img/s per engine, the best of ours, its ratios."""
-    peers = ("gluoncv", "torch", "onnxruntime", "openvino")
-    cols = [f"{e}/{v}" for e in OURS for v in VARIANTS] + [f"{p}/-" for p in peers]
+    """Markdown table: one line per (model, batch, what): img/s per engine, the best of ours, its ratios (``÷
+    torch``: the fastest PyTorch configuration of each round; ``÷ fastest peer``: the fastest of all peers)."""
+    cols = [f"{e}/{v}" for e in OURS for v in VARIANTS] + list(PEER_KEYS)
+    shown = ("gluoncv", "torch", "onnxruntime", "openvino", "fastest peer")
     head = ["model", "batch", "what"] + [c.replace("/-", "") for c in cols] + [
-        "best ours", "÷ own base"] + [f"÷ {p}" for p in peers] + ["p50/p90 ms"]
+        "best ours", "÷ own base"] + [f"÷ {p}" for p in shown] + ["p50/p90 ms"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (model, batch, what), cells in rows.items():
         ours = [c for c in cols[:4] if c in cells and c.endswith("/fast")] or [c for c in cols[:4] if c in cells]
@@ -763,7 +821,7 @@ def format_table(rows: dict, ratio: dict) -> str:
         vals = [f"{cells[c]['img_s']:.2f}" if c in cells else "–" for c in cols]
         key = f"{model}|{batch}|{what}|{best}|"
         own = f"{best.split('/')[0]}/base" if best else ""
-        rat = [f"{ratio[key + p]:.2f}" if key + p in ratio else "–" for p in (own, *peers)]
+        rat = [f"{ratio[key + p]:.2f}" if key + p in ratio else "–" for p in (own, *shown)]
         lat = f"{cells[best]['p50_ms']:.1f}/{cells[best]['p90_ms']:.1f}" if best else "–"
         lines.append("| " + " | ".join([model, str(batch), what] + vals + [best or "–"] + rat + [lat]) + " |")
     return "\n".join(lines)
@@ -829,6 +887,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-steps", type=int, default=200, help="at most this many rounds")
     p.add_argument("--torch-python", default=None, help="python of a venv with torch (runs peer_torch.py's nets)")
     p.add_argument("--torch-nchw", action="store_true", help="PyTorch in NCHW instead of channels_last")
+    p.add_argument("--torch-variants", nargs="+", choices=TORCH_VARIANTS, default=None,
+                   help="PyTorch's configurations: eager, jit (traced + frozen TorchScript, inference only), "
+                        "compile (torch.compile, inductor; freezing for inference) (default: eager; not with "
+                        "--precision)")
     p.add_argument("--threads", type=int, default=None,
                    help="the same OpenMP/intra-op thread count for every engine (default: each one's own: "
                         "MXNet engines resnet_toolkit.runtime's choice, PyTorch all cores)")
@@ -856,6 +918,7 @@ def resolve_mode(args: argparse.Namespace) -> None:
                         f"engines are {' '.join(engines)}")
     if args.precision:
         other = [flag for flag, given in (("--variants", args.variants), ("--torch-nchw", args.torch_nchw),
+                                          ("--torch-variants", args.torch_variants),
                                           ("--profile-dir", args.profile_dir)) if given]
         if other:
             raise UserError(f"{', '.join(other)}: not with --precision")
@@ -863,6 +926,7 @@ def resolve_mode(args: argparse.Namespace) -> None:
         raise UserError("--kernels lists the kernels of a --precision run: add --precision")
     args.models = args.models or list(PRECISION_MODELS if args.precision else MODELS)
     args.variants = args.variants or list(VARIANTS)
+    args.torch_variants = args.torch_variants or ["eager"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -875,6 +939,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.kernel_step:
         return run_kernel_step(json.loads(args.kernel_step))
     resolve_mode(args)
+    args.worker_info = set()  # what the workers say of themselves (PyTorch's version, its nets' source)
     for model in args.models:
         parse_model_name(model)
     if args.torch_python and not Path(args.torch_python).exists():
@@ -907,13 +972,17 @@ def main(argv: list[str] | None = None) -> int:
                       f"load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
     rows = {key: {tag: summarize(t, key[1]) for tag, t in cells.items()} for key, cells in raw.items()}
     ratio = ratios(raw)
-    from resnet_toolkit.capability import probe
+    from resnet_toolkit.capability import cpu_model, probe
 
-    print(f"CPU: oneDNN runs {probe().isa_words()}; threads: {args.threads or 'each engine its own default'}\n")
+    print(f"CPU: oneDNN runs {probe().isa_words()}; threads: {args.threads or 'each engine its own default'}")
+    for line in sorted(args.worker_info):
+        print(line)
+    print()
     print(format_table(rows, ratio))
 
     report = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "threads": args.threads,
-              "onednn_isa": probe().isa_words(), "loadavg_end": os.getloadavg(),
+              "onednn_isa": probe().isa_words(), "cpu": cpu_model(), "workers": sorted(args.worker_info),
+              "loadavg_end": os.getloadavg(),
               "cells": [{"model": m, "batch": b, "what": w, "engine": t, **c}
                         for (m, b, w), cells in rows.items() for t, c in cells.items()],
               "step_seconds": [{"model": m, "batch": b, "what": w, "engine": t, "times": [round(x, 5) for x in ts]}
