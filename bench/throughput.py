@@ -48,10 +48,13 @@ inference). Its engines (``--engines ours gluoncv torch``) and cells:
   the same 2 random batches), run by each engine;
 - ``gluoncv/fp32``  : GluonCV's ``*_v2`` model, hybridized with static memory (the ``gluoncv`` engine above);
 - ``torch/fp32``, ``torch/bf16`` (``torch.autocast('cpu', torch.bfloat16)``), ``torch/int8`` (FX graph-mode
-  post-training quantization, x86 backend): the peer networks of ``../shared/peers/peer_torch.py``, channels_last,
-  under ``--torch-python``.
+  post-training quantization, x86 backend), and for inference ``torch/compile`` (torch.compile, inductor with
+  freezing) and ``torch/int8-compile`` (PT2E with torchao's x86 inductor quantizer, then torch.compile; only where
+  torchao imports beside torch): the peer networks of ``../shared/peers/peer_torch.py``, channels_last, under
+  ``--torch-python``.
 
-Its output: a Markdown table per cell (img/s; ours-low ÷ ours-fp32, ÷ gluoncv, ÷ torch fp32, ÷ torch low) and
+Its output: a Markdown table per cell (img/s; each cell ÷ ours fp32, ÷ gluoncv fp32, ÷ each PyTorch cell, ÷ the
+ONNX engines' INT8) and
 ``--json``; ``--kernels`` adds, per cell and MXNet engine, the oneDNN kernels of one step and their share of its
 time. (Until the bench became a package this was ``bench/precision.py``, with the same flags.)
 
@@ -474,9 +477,12 @@ def precision_mx_keys(what: str, engines) -> list[str]:
     return keys
 
 
-def precision_torch_keys(what: str) -> list[str]:
-    """The PyTorch cells of a ``--precision`` run: float32 and bfloat16 autocast (train) or INT8 (infer)."""
-    return ["torch/fp32", "torch/bf16" if what == "train" else "torch/int8"]
+def precision_torch_keys(what: str, torchao: bool = False) -> list[str]:
+    """The PyTorch cells of a ``--precision`` run: float32 and bfloat16 autocast (train); float32, FX INT8 and
+    torch.compile's float32 (infer), and with ``torchao`` (importable beside torch) torch.compile's INT8."""
+    if what == "train":
+        return ["torch/fp32", "torch/bf16"]
+    return ["torch/fp32", "torch/int8", "torch/compile"] + (["torch/int8-compile"] if torchao else [])
 
 
 def _build_ours_low(model: str, batch: int, variant: str, what: str):
@@ -597,6 +603,24 @@ else:
         with torch.inference_mode():
             qnet(x)
     steps["torch/int8"] = int8
+    import torch._inductor.config
+    torch._inductor.config.freezing = True  # BN folded into the convolutions, weights prepacked
+    def compiled(model):
+        def step():
+            with torch.inference_mode():
+                model(x)
+        return step
+    steps["torch/compile"] = compiled(torch.compile(net))
+    if spec["torchao"]:  # PyTorch's INT8 for inductor: PT2E with the x86 quantizer (torchao), then torch.compile
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+        quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+        with torch.no_grad():
+            graph = torch.export.export(copy.deepcopy(net), (x,), strict=True).module()
+            prepared = prepare_pt2e(graph, quantizer)
+            prepared(x); prepared(x)  # the same 2-batch calibration
+            steps["torch/int8-compile"] = compiled(torch.compile(convert_pt2e(prepared)))
+print(f"INFO torch {torch.__version__}" + (", torchao INT8" if spec.get("torchao") else ""), flush=True)
 serve(steps)
 """
 
@@ -733,10 +757,10 @@ def start_precision_servers(model: str, batch: int, what: str, args: argparse.Na
     if "torch" in args.engines and args.torch_python:
         shape, classes = model_shape(model)
         spec = {"peer": str(PEERS / "peer_torch.py"), "model": model, "batch": batch, "what": what,
-                "shape": list(shape), "classes": classes}
+                "shape": list(shape), "classes": classes, "torchao": args.torchao}
         try:
             servers.append(Server([args.torch_python, "-c", inspect.getsource(serve) + PRECISION_TORCH_BUILDER,
-                                   json.dumps(spec)], precision_torch_keys(what), env))
+                                   json.dumps(spec)], precision_torch_keys(what, args.torchao), env))
         except RuntimeError:
             for srv in servers:
                 srv.close()
@@ -827,19 +851,28 @@ def format_table(rows: dict, ratio: dict) -> str:
     return "\n".join(lines)
 
 
+def precision_refs(what: str) -> list[str]:
+    """``--precision``: the cells every low-precision one is compared with (the table's ``÷`` columns)."""
+    if what == "train":
+        return ["ours/fp32", "gluoncv/fp32", "torch/fp32", "torch/bf16"]
+    return ["ours/fp32", "gluoncv/fp32", "torch/fp32", "torch/int8", "torch/compile", "torch/int8-compile",
+            *(f"{engine}/int8" for engine in INFER_ONLY)]
+
+
 def precision_ratios(times: dict[str, list[float]], what: str) -> dict[str, float]:
     """``--precision``: ``low|reference`` -> median over rounds of reference step time / low step time (img/s
-    ratio); PyTorch's low precision only against PyTorch's float32. Inference also times the ONNX engines' INT8
-    against the references, and every INT8 cell against ONNX Runtime's and OpenVINO's INT8."""
+    ratio). The low cells: ours in each low precision, PyTorch's (only against its own float32, eager and
+    compiled) and, inference, the ONNX engines' INT8; references: :func:`precision_refs`."""
     out = {}
-    lows = [f"ours/{v}" for v in LOW[what]] + ["torch/bf16" if what == "train" else "torch/int8"]
-    refs = ["ours/fp32", "gluoncv/fp32", "torch/fp32", "torch/bf16" if what == "train" else "torch/int8"]
+    torch_lows = ["torch/bf16"] if what == "train" else ["torch/int8", "torch/int8-compile"]
+    lows = [f"ours/{v}" for v in LOW[what]] + torch_lows
     if what == "infer":
         lows += [f"{engine}/int8" for engine in INFER_ONLY]
-        refs += [f"{engine}/int8" for engine in INFER_ONLY]
     for low in lows:
-        for ref in refs:
-            if low != ref and low in times and ref in times and not (low.startswith("torch") and ref != "torch/fp32"):
+        for ref in precision_refs(what):
+            if low.startswith("torch") and ref not in ("torch/fp32", "torch/compile"):
+                continue
+            if low != ref and low in times and ref in times:
                 out[f"{low}|{ref}"] = round(statistics.median(r / x for x, r in zip(times[low], times[ref])), 3)
     return out
 
@@ -848,13 +881,9 @@ def format_precision_table(rows: dict, ratio: dict) -> str:
     """``--precision``: one Markdown table per (model, batch, what): img/s, latency and ratios of every engine."""
     lines = []
     for (model, batch, what), cells in rows.items():
-        low_torch = "torch/bf16" if what == "train" else "torch/int8"
-        refs = ["ours/fp32", "gluoncv/fp32", "torch/fp32", low_torch]
-        if what == "infer":
-            refs += [f"{engine}/int8" for engine in INFER_ONLY]
+        refs = [ref for ref in precision_refs(what) if ref in cells or ref in ("ours/fp32", "torch/fp32")]
         lines += [f"**{model} bs{batch} {what}** (img/s; p50/p90 ms)", "",
-                  "| engine | img/s | p50/p90 ms | ÷ ours fp32 | ÷ gluoncv fp32 | ÷ torch fp32 | ÷ torch low |"
-                  + "".join(f" ÷ {ref.replace('/', ' ')} |" for ref in refs[4:]),
+                  "| engine | img/s | p50/p90 ms |" + "".join(f" ÷ {ref.replace('/', ' ')} |" for ref in refs),
                   "|---|---|---|" + "---|" * len(refs)]
         for key, c in cells.items():
             r = ratio[(model, batch, what)]
@@ -999,6 +1028,8 @@ def main(argv: list[str] | None = None) -> int:
 def main_precision(args: argparse.Namespace, env: dict) -> int:
     """``--precision``: every (what, model, batch) cell timed, its tables printed, ``--json`` written."""
     env["MXNET_SUBGRAPH_VERBOSE"] = "0"
+    args.torchao = bool(args.torch_python) and subprocess.run(  # PyTorch's INT8 for torch.compile needs torchao
+        [args.torch_python, "-c", "import torchao"], capture_output=True).returncode == 0
     raw, ratio = {}, {}
     for what in args.what:
         for model in args.models:

@@ -419,7 +419,13 @@ def test_precision_benchmark_ratios(monkeypatch):
     assert bench.precision_mx_keys("train", ["ours"]) == ["ours/fp32"]
     assert bench.precision_mx_keys("infer", ["ours"]) == ["ours/fp32", "ours/int8"]
     monkeypatch.undo()
-    assert bench.precision_torch_keys("infer") == ["torch/fp32", "torch/int8"]
+    assert bench.precision_torch_keys("infer") == ["torch/fp32", "torch/int8", "torch/compile"]
+    assert bench.precision_torch_keys("infer", torchao=True)[-1] == "torch/int8-compile"
+    # PyTorch's compiled INT8: against its own float32 (eager and compiled), and ours against it
+    times.update({"torch/compile": [1.0, 1.0, 1.0], "torch/int8-compile": [0.5, 0.25, 0.5]})
+    r = bench.precision_ratios(times, "infer")
+    assert r["torch/int8-compile|torch/compile"] == 2.0 and r["torch/int8-compile|torch/fp32"] == 4.0
+    assert r["ours/int8|torch/int8-compile"] == 1.0 and "torch/int8-compile|ours/fp32" not in r
     # the ONNX engines' INT8 (tools/quantize.py's .onnx file): against the references, and ours against them
     times.update({"openvino/int8": [0.2, 0.2, 0.25], "openvino/fp32": [0.8, 0.8, 0.8]})
     r = bench.precision_ratios(times, "infer")
