@@ -811,6 +811,33 @@ def per_round_fastest(cells: dict[str, list[float]], keys) -> list[float] | None
     return [min(times) for times in zip(*present)] if present else None
 
 
+LOW_VARIANTS = ("int8", "int8-compile", "bf16", "bf16-mxbn")  # the low-precision cells' variant names, all engines
+
+
+def versus_fastest(cells: dict[str, list[float]]) -> dict[str, float]:
+    """Each engine's img/s ÷ the fastest engine's of the same round, median over rounds (1.0: fastest in at least
+    half the rounds): which engine to run on this CPU. Low-precision cells (:data:`LOW_VARIANTS`) are compared
+    among themselves, the float32 ones among themselves."""
+    groups: dict[bool, list[str]] = {}
+    for key in cells:
+        groups.setdefault(key.split("/")[1] in LOW_VARIANTS, []).append(key)
+    out = {}
+    for keys in groups.values():
+        fastest = per_round_fastest(cells, keys)
+        for key in keys:
+            out[key] = round(statistics.median(f / t for t, f in zip(cells[key], fastest)), 3)
+    return out
+
+
+def format_versus_fastest(raw: dict) -> str:
+    """One line per cell: the engines ordered by :func:`versus_fastest`."""
+    lines = ["Each engine ÷ the fastest of each round (median), per cell:"]
+    for (model, batch, what), cells in raw.items():
+        ranked = sorted(versus_fastest(cells).items(), key=lambda kv: -kv[1])
+        lines.append(f"- {model} bs{batch} {what}: " + ", ".join(f"{k.removesuffix('/-')} {v:.2f}" for k, v in ranked))
+    return "\n".join(lines)
+
+
 def ratios(raw: dict) -> dict:
     """Ours (each engine/variant) / each peer and / our own base, in img/s: the median over rounds of the ratio of
     the two step times within a round. Keys: ``model|batch|what|engine/variant|peer``, peer ``gluoncv``,
@@ -1008,6 +1035,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     print()
     print(format_table(rows, ratio))
+    print("\n" + format_versus_fastest(raw))
 
     report = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "threads": args.threads,
               "onednn_isa": probe().isa_words(), "cpu": cpu_model(), "workers": sorted(args.worker_info),
@@ -1016,7 +1044,8 @@ def main(argv: list[str] | None = None) -> int:
                         for (m, b, w), cells in rows.items() for t, c in cells.items()],
               "step_seconds": [{"model": m, "batch": b, "what": w, "engine": t, "times": [round(x, 5) for x in ts]}
                                for (m, b, w), cells in raw.items() for t, ts in cells.items()],
-              "ratios": ratio}
+              "ratios": ratio,
+              "versus_fastest": {f"{m}|{b}|{w}": versus_fastest(cells) for (m, b, w), cells in raw.items()}}
     if args.json:
         from resnet_toolkit.fileio import atomic_write_text
         atomic_write_text(args.json, json.dumps(report, indent=1) + "\n")
@@ -1048,6 +1077,7 @@ def main_precision(args: argparse.Namespace, env: dict) -> int:
                       f"load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
     rows = {key: {k: summarize(t, key[1]) for k, t in cells.items() if t} for key, cells in raw.items()}
     print(format_precision_table(rows, ratio))
+    print(format_versus_fastest(raw))
     if args.kernels:
         for model, batch, what in raw:
             print(show_kernels(model, batch, what, args, env))
@@ -1064,7 +1094,8 @@ def main_precision(args: argparse.Namespace, env: dict) -> int:
                             for (m, b, w), cells in rows.items() for k, c in cells.items()],
                   "step_seconds": [{"model": m, "batch": b, "what": w, "engine": k, "times": [round(x, 5) for x in t]}
                                    for (m, b, w), cells in raw.items() for k, t in cells.items()],
-                  "ratios": {f"{m}|{b}|{w}|{k}": v for (m, b, w), r in ratio.items() for k, v in r.items()}}
+                  "ratios": {f"{m}|{b}|{w}|{k}": v for (m, b, w), r in ratio.items() for k, v in r.items()},
+                  "versus_fastest": {f"{m}|{b}|{w}": versus_fastest(cells) for (m, b, w), cells in raw.items()}}
         atomic_write_text(args.json, json.dumps(report, indent=1) + "\n")
     return 0
 

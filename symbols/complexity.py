@@ -21,11 +21,13 @@ INPUT_NORMALISER = "bn_data"
 @dataclass(frozen=True)
 class Complexity:
     """``params``: learnable parameters without ``bn_data`` (torchvision's count); ``bn_data_params``: its
-    arguments (gamma and beta, 2 x 3); ``macs``: multiply-adds of conv and FC layers for one image."""
+    arguments (gamma and beta, 2 x 3); ``macs``: multiply-adds of conv and FC layers for one image, ``conv_macs``
+    those of the convolutions alone."""
 
     params: int
     bn_data_params: int
     macs: int
+    conv_macs: int = 0
 
     @property
     def gflops(self) -> float:
@@ -50,7 +52,7 @@ def complexity(sym, image_shape: tuple[int, int, int]) -> Complexity:
     _, out_shapes, _ = internals.infer_shape(data=shape)
     out_shape = dict(zip(internals.list_outputs(), out_shapes))
     arg_shape = dict(zip(sym.list_arguments(), arg_shapes))
-    macs = 0
+    macs = conv_macs = 0
     graph = json.loads(sym.tojson())
     nodes = graph["nodes"]
     for node in nodes:
@@ -59,7 +61,9 @@ def complexity(sym, image_shape: tuple[int, int, int]) -> Complexity:
         weight = arg_shape[nodes[node["inputs"][1][0]]["name"]]  # (out, in / groups, kh, kw) or (out, in)
         out_elems = int(np.prod(out_shape[node["name"] + "_output"][1:]))
         macs += out_elems * int(np.prod(weight[1:]))
-    return Complexity(params, bn_data, macs)
+        if node["op"] == "Convolution":
+            conv_macs += out_elems * int(np.prod(weight[1:]))
+    return Complexity(params, bn_data, macs, conv_macs)
 
 
 def model_complexity(name: str, num_classes: int | None = None,

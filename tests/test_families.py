@@ -113,7 +113,10 @@ def test_deep_stem_adds_the_same_parameters_at_every_depth(depth):
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION_GFLOPS))
 def test_multiply_adds_match_torchvision(name):
-    assert round(model_complexity(name).gflops, 2) == TORCHVISION_GFLOPS[name]
+    c = model_complexity(name)
+    assert round(c.gflops, 2) == TORCHVISION_GFLOPS[name]
+    fc_inputs = 512 if name.startswith(("resnet18", "resnet34")) else 2048
+    assert c.macs - c.conv_macs == fc_inputs * 1000  # the convolutions' share: all but the classifier's
 
 
 def test_spec_table_rows():

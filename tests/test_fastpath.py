@@ -383,3 +383,15 @@ def test_benchmark_ratios_are_medians_of_per_round_ratios():
         "1.50", "2.00", "0.40", "0.40"]
     assert row["torch/jit"] == "–"
     assert row["÷ onnxruntime"] == row["÷ openvino"] == "–"
+
+
+def test_benchmark_versus_fastest_is_per_round_and_per_precision():
+    tp = _throughput_module()
+    # round 2: openvino was disturbed; float32 and INT8 cells are ranked apart
+    cells = {"ours/fp32": [1.0, 1.0, 1.0], "openvino/fp32": [0.5, 4.0, 0.5], "torch/compile": [2.0, 2.0, 2.0],
+             "ours/int8": [0.4, 0.4, 0.4], "openvino/int8": [0.2, 0.2, 0.8]}
+    v = tp.versus_fastest(cells)
+    assert v["openvino/fp32"] == 1.0 and v["ours/fp32"] == 0.5 and v["torch/compile"] == 0.25
+    assert v["openvino/int8"] == 1.0 and v["ours/int8"] == 0.5
+    assert tp.format_versus_fastest({("m", 1, "infer"): cells}).splitlines()[1].startswith(
+        "- m bs1 infer: openvino/fp32 1.00, openvino/int8 1.00")
