@@ -11,10 +11,13 @@ Engines, each a training step (forward, backward, update) or an inference forwar
 - ``onnxruntime``, ``openvino`` (inference only): the same network exported to ONNX
   (:mod:`resnet_toolkit.backends`, what ``--backend`` in predict.py/score.py runs): ONNX Runtime's CPU session
   with every graph optimisation, OpenVINO's CPU plugin compiled for the batch, float32, latency hint;
-- ``torch``   : the same networks in plain PyTorch (channels_last), run under ``--torch-python`` (a separate venv):
+- ``torch``   : the same networks in PyTorch (channels_last), run under ``--torch-python`` (a separate venv):
   the pre-activation ones from ``../shared/peers/peer_torch.py``'s classes, the v1b / ResNeXt bottleneck ones
-  (``resnet50_v1``, ``resnext50_32x4d``, ...) from :data:`TORCH_V1`, torchvision's ``Bottleneck``/``ResNet`` in
-  a few lines (same layers, same parameter count). Models with neither are timed without a PyTorch column.
+  (``resnet50_v1``, ``resnext50_32x4d``, ...) from torchvision itself where it is installed, else
+  :data:`TORCH_V1`, torchvision's ``Bottleneck``/``ResNet`` in a few lines (same layers, same parameter count).
+  Models with neither are timed without a PyTorch column. ``--torch-variants``: ``eager``, ``jit`` (traced and
+  frozen TorchScript, inference only), ``compile`` (``torch.compile``, inductor; freezing for inference), each a
+  column; ``÷ torch`` is against the fastest of them in each round, ``÷ fastest peer`` against every peer's.
 
 Ours run in two variants: ``base`` (the code before any speed work: plain graph, ``hybridize()``) and ``fast``
 (:mod:`resnet_toolkit.fastpath`: training-graph rewrites, folded/fused inference graph, static memory).
@@ -29,6 +32,8 @@ PyTorch's own default. Output: a Markdown table (img/s, ratios, p50/p90 step lat
     .venv/bin/python -m bench.throughput --models cifar_resnet20_v2 --torch-python /tmp/ptv/bin/python
     .venv/bin/python -m bench.throughput --models resnet50_v2 --batches 1 8 --what infer --threads 1
     .venv/bin/python -m bench.throughput --models resnet50_v1 resnext50_32x4d --torch-python /tmp/ptv/bin/python
+    .venv/bin/python -m bench.throughput --models resnet50_v2 --what infer --engines module onnxruntime openvino \
+        torch --torch-variants eager jit compile --threads 1 --torch-python /tmp/ptv/bin/python
 
 ``--precision``: low precision against float32 and the peers, same run and same timing (bfloat16 training, INT8
 inference). Its engines (``--engines ours gluoncv torch``) and cells:

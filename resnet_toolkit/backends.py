@@ -28,7 +28,9 @@ PIP_NAMES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 # compile) costs 2.0 s more than MXNet's for ResNet-50 (2.33 vs 0.32 s, bench/backend_startup.py), which the
 # 4.0-5.7 ms it saves per image repays after 350-500 images. The same rule holds for INT8 (the .onnx
 # tools/quantize.py writes): OpenVINO ran it 1.01-1.49x MXNet's INT8 (1.03-1.35x on AVX2 kernels) and starts
-# 0.5 s later for ResNet-50 (bench/pages/precision.md).
+# 0.5 s later for ResNet-50 (bench/pages/precision.md). On a real AVX2-only EPYC (Zen 3) it held at batch 32, float32
+# and INT8, against PyTorch's eager/jit/torch.compile too (score.py on 10,000 CIFAR-10 images: 1.08x ONNX Runtime,
+# 1.63x MXNet, whole process); there ONNX Runtime was 1.16x OpenVINO at batch 1 for CIFAR ResNet-20 only.
 AUTO_MIN_IMAGES = 500
 
 
