@@ -23,7 +23,7 @@ demo: $(STAMP)
 	bash tools/demo.sh
 
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest --durations=15 tests   # the slowest 15 listed: the suite must stay under 15 min on 2 cores
 
 # The quick part of the suite: no training, no whole data sets, no processes started (a check while editing).
 test-fast: $(STAMP)
