@@ -311,8 +311,40 @@ TORCHVISION = {"resnet18_v1": "resnet18", "resnet34_v1": "resnet34", "resnet50_v
 # (inductor; with freezing for inference, which folds BN into the convolutions as our fused graph does)
 TORCH_VARIANTS = ("eager", "jit", "compile")
 
+# What both PyTorch workers (TORCH_BUILDER, PRECISION_TORCH_BUILDER) share: the peer networks, an inference step,
+# torch.compile for inference.
+TORCH_COMMON = r"""
+import importlib.util
+import torch
+
+
+def peer_net(spec):  # the pre-activation network spec["model"] from ../shared/peers/peer_torch.py's classes
+    loader = importlib.util.spec_from_file_location("peer_torch", spec["peer"])
+    peer = importlib.util.module_from_spec(loader); loader.loader.exec_module(peer)
+    block, units, filters, imagenet = {
+        "resnet50_v2": (peer.Bottleneck, [3, 4, 6, 3], [64, 256, 512, 1024, 2048], True),
+        "resnet101_v2": (peer.Bottleneck, [3, 4, 23, 3], [64, 256, 512, 1024, 2048], True),
+        "cifar_resnet20_v2": (peer.Basic, [3, 3, 3], [16, 16, 32, 64], False),
+        "cifar_resnet56_v2": (peer.Basic, [9, 9, 9], [16, 16, 32, 64], False),
+        "cifar_resnet164_v2": (peer.Bottleneck, [18, 18, 18], [16, 64, 128, 256], False)}[spec["model"]]
+    return peer.PreActResNet(block, units, filters, spec["classes"], imagenet)
+
+
+def inference_step(model, x):
+    def step():
+        with torch.inference_mode():
+            model(x)
+    return step
+
+
+def compile_for_inference(model):  # torch.compile (inductor) with freezing: BN folded into the convs, prepacked
+    import torch._inductor.config
+    torch._inductor.config.freezing = True
+    return torch.compile(model)
+"""
+
 TORCH_BUILDER = r"""
-import copy, importlib.util, json, os, sys, time
+import copy, json, os, sys
 import torch, torch.nn.functional as F
 spec = json.loads(sys.argv[1])
 if os.environ.get("OMP_NUM_THREADS"):
@@ -331,15 +363,7 @@ if source is None and spec["v1"]:
     net = V1ResNet(units, groups, width, classes)
     source = "torchvision's Bottleneck/ResNet written out (bench/throughput.py TORCH_V1)"
 elif source is None:
-    loader = importlib.util.spec_from_file_location("peer_torch", spec["peer"])
-    peer = importlib.util.module_from_spec(loader); loader.loader.exec_module(peer)
-    arch = {"resnet50_v2": (peer.Bottleneck, [3, 4, 6, 3], [64, 256, 512, 1024, 2048], True),
-            "resnet101_v2": (peer.Bottleneck, [3, 4, 23, 3], [64, 256, 512, 1024, 2048], True),
-            "cifar_resnet20_v2": (peer.Basic, [3, 3, 3], [16, 16, 32, 64], False),
-            "cifar_resnet56_v2": (peer.Basic, [9, 9, 9], [16, 16, 32, 64], False),
-            "cifar_resnet164_v2": (peer.Bottleneck, [18, 18, 18], [16, 64, 128, 256], False)}[spec["model"]]
-    block, units, filters, imagenet = arch
-    net = peer.PreActResNet(block, units, filters, classes, imagenet)
+    net = peer_net(spec)
     source = "peer_torch.py PreActResNet"
 mf = torch.channels_last if spec["channels_last"] else torch.contiguous_format
 net = net.to(memory_format=mf)
@@ -364,13 +388,8 @@ else:
             with torch.no_grad():
                 model = torch.jit.freeze(torch.jit.trace(net, x))
         else:
-            import torch._inductor.config
-            torch._inductor.config.freezing = True
-            model = torch.compile(net)
-        def step(model=model):
-            with torch.inference_mode():
-                model(x)
-        steps["torch/" + variant] = step
+            model = compile_for_inference(net)
+        steps["torch/" + variant] = inference_step(model, x)
 print(f"INFO torch {torch.__version__}, {source}", flush=True)
 serve(steps)
 """
@@ -562,21 +581,14 @@ PRECISION_BUILDERS = {"ours": _build_ours_low, "gluoncv": _build_gluoncv,
                       "onnxruntime": _build_exported_low("onnxruntime"), "openvino": _build_exported_low("openvino")}
 
 PRECISION_TORCH_BUILDER = r"""
-import copy, importlib.util, json, os, sys
+import copy, json, os, sys
 import torch, torch.nn.functional as F
 spec = json.loads(sys.argv[1])
 if os.environ.get("OMP_NUM_THREADS"):
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-loader = importlib.util.spec_from_file_location("peer_torch", spec["peer"])
-peer = importlib.util.module_from_spec(loader); loader.loader.exec_module(peer)
-arch = {"resnet50_v2": (peer.Bottleneck, [3, 4, 6, 3], [64, 256, 512, 1024, 2048], True),
-        "resnet101_v2": (peer.Bottleneck, [3, 4, 23, 3], [64, 256, 512, 1024, 2048], True),
-        "cifar_resnet20_v2": (peer.Basic, [3, 3, 3], [16, 16, 32, 64], False),
-        "cifar_resnet56_v2": (peer.Basic, [9, 9, 9], [16, 16, 32, 64], False)}[spec["model"]]
-block, units, filters, imagenet = arch
 classes, batch = spec["classes"], spec["batch"]
 torch.manual_seed(0)
-net = peer.PreActResNet(block, units, filters, classes, imagenet).to(memory_format=torch.channels_last)
+net = peer_net(spec).to(memory_format=torch.channels_last)
 x = (torch.rand([batch] + spec["shape"]) * 255).to(memory_format=torch.channels_last)
 y = torch.arange(batch) % classes
 steps = {}
@@ -593,29 +605,15 @@ if spec["what"] == "train":
     steps = {"torch/fp32": make(False), "torch/bf16": make(True)}
 else:
     net.eval()
-    def fp32():
-        with torch.inference_mode():
-            net(x)
-    steps["torch/fp32"] = fp32
+    steps["torch/fp32"] = inference_step(net, x)
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
     torch.backends.quantized.engine = "x86"
     prepared = prepare_fx(copy.deepcopy(net), get_default_qconfig_mapping("x86"), (x,))
     with torch.inference_mode():
         prepared(x); prepared(x)  # calibration: 2 random batches, as ours
-    qnet = convert_fx(prepared)
-    def int8():
-        with torch.inference_mode():
-            qnet(x)
-    steps["torch/int8"] = int8
-    import torch._inductor.config
-    torch._inductor.config.freezing = True  # BN folded into the convolutions, weights prepacked
-    def compiled(model):
-        def step():
-            with torch.inference_mode():
-                model(x)
-        return step
-    steps["torch/compile"] = compiled(torch.compile(net))
+    steps["torch/int8"] = inference_step(convert_fx(prepared), x)
+    steps["torch/compile"] = inference_step(compile_for_inference(net), x)
     if spec["torchao"]:  # PyTorch's INT8 for inductor: PT2E with the x86 quantizer (torchao), then torch.compile
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
@@ -624,7 +622,7 @@ else:
             graph = torch.export.export(copy.deepcopy(net), (x,), strict=True).module()
             prepared = prepare_pt2e(graph, quantizer)
             prepared(x); prepared(x)  # the same 2-batch calibration
-            steps["torch/int8-compile"] = compiled(torch.compile(convert_pt2e(prepared)))
+            steps["torch/int8-compile"] = inference_step(compile_for_inference(convert_pt2e(prepared)), x)
 print(f"INFO torch {torch.__version__}" + (", torchao INT8" if spec.get("torchao") else ""), flush=True)
 serve(steps)
 """
@@ -740,7 +738,7 @@ def start_servers(model: str, batch: int, what: str, args: argparse.Namespace, e
         spec = {"peer": str(PEERS / "peer_torch.py"), "model": model, "batch": batch, "what": what,
                 "shape": list(shape), "classes": classes, "channels_last": not args.torch_nchw,
                 "v1": TORCH_V1_ARCH.get(model), "torchvision": TORCHVISION.get(model), "variants": variants}
-        code = inspect.getsource(serve) + TORCH_V1 + TORCH_BUILDER
+        code = inspect.getsource(serve) + TORCH_COMMON + TORCH_V1 + TORCH_BUILDER
         try:
             servers.append(Server([args.torch_python, "-c", code, json.dumps(spec)],
                                   [f"torch/{v}" for v in variants], env))
@@ -764,8 +762,9 @@ def start_precision_servers(model: str, batch: int, what: str, args: argparse.Na
         spec = {"peer": str(PEERS / "peer_torch.py"), "model": model, "batch": batch, "what": what,
                 "shape": list(shape), "classes": classes, "torchao": args.torchao}
         try:
-            servers.append(Server([args.torch_python, "-c", inspect.getsource(serve) + PRECISION_TORCH_BUILDER,
-                                   json.dumps(spec)], precision_torch_keys(what, args.torchao), env))
+            code = inspect.getsource(serve) + TORCH_COMMON + PRECISION_TORCH_BUILDER
+            servers.append(Server([args.torch_python, "-c", code, json.dumps(spec)],
+                                  precision_torch_keys(what, args.torchao), env))
         except RuntimeError:
             for srv in servers:
                 srv.close()
