@@ -377,8 +377,10 @@ if spec["what"] == "train":
             opt.zero_grad(set_to_none=True); loss = F.cross_entropy(model(x), y); loss.backward(); opt.step()
         return step
     for variant in spec["variants"]:
-        own = net.train() if variant == "eager" else copy.deepcopy(net).train()
-        steps["torch/" + variant] = train_step(own if variant == "eager" else torch.compile(own), own.parameters())
+        own = net if variant == "eager" else copy.deepcopy(net)  # compile trains its own copy of the weights
+        own.train()
+        model = own if variant == "eager" else torch.compile(own)
+        steps["torch/" + variant] = train_step(model, own.parameters())
 else:
     net.eval()
     for variant in spec["variants"]:
@@ -623,7 +625,7 @@ else:
             prepared = prepare_pt2e(graph, quantizer)
             prepared(x); prepared(x)  # the same 2-batch calibration
             steps["torch/int8-compile"] = inference_step(compile_for_inference(convert_pt2e(prepared)), x)
-print(f"INFO torch {torch.__version__}" + (", torchao INT8" if spec.get("torchao") else ""), flush=True)
+print(f"INFO torch {torch.__version__}" + (", torchao INT8" if spec["torchao"] else ""), flush=True)
 serve(steps)
 """
 
