@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 import resnet_toolkit  # noqa: F401  (numpy compatibility before mxnet)
-from bench.throughput import REPO, kernel_tally
+from bench.throughput import step_kernels
 
 PASSES = ("forward_training", "backward_data", "backward_weights")
 
@@ -42,13 +41,7 @@ def gemm_gflops(n: int, repeats: int = 5) -> float:
 
 def conv_pass_times(model: str, batch: int) -> dict[str, tuple[int, float]]:
     """Pass -> (kernel calls, ms) of the convolutions of one training step (after two untimed steps)."""
-    spec = {"model": model, "batch": batch, "what": "train", "key": "ours/fp32"}
-    proc = subprocess.run([sys.executable, "-m", "bench.throughput", "--kernel-step", json.dumps(spec)],
-                          capture_output=True, text=True, env={**os.environ, "DNNL_VERBOSE": "1"}, timeout=900,
-                          cwd=REPO)
-    if proc.returncode != 0:
-        raise RuntimeError(f"the kernel step failed: {proc.stderr.strip().splitlines()[-1:]}")
-    tally = kernel_tally(proc.stdout.split("KERNELS-START", 1)[-1].splitlines())
+    tally = step_kernels(model, batch, "train", "ours/fp32", dict(os.environ))
     out: dict[str, tuple[int, float]] = {}
     for (prim, _impl, prop, _src), (calls, ms) in tally.items():
         if prim == "convolution" and prop in PASSES:

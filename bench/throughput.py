@@ -658,18 +658,30 @@ def kernel_tally(lines) -> dict[tuple[str, str, str, str], list[float]]:
     return tally
 
 
+def step_kernels(model: str, batch: int, what: str, key: str, env: dict,
+                 timeout: float = 900) -> dict[tuple[str, str, str, str], list[float]]:
+    """:func:`kernel_tally` of one step of the MXNet cell ``key`` (after two untimed steps), run in a subprocess
+    under ``DNNL_VERBOSE=1``; a RuntimeError with its last error line when that step fails."""
+    spec = {"model": model, "batch": batch, "what": what, "key": key}
+    proc = subprocess.run([sys.executable, "-m", "bench.throughput", "--kernel-step", json.dumps(spec)],
+                          capture_output=True, text=True, env={**env, "DNNL_VERBOSE": "1"}, timeout=timeout,
+                          cwd=REPO)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{key}: the kernel step failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return kernel_tally(proc.stdout.split("KERNELS-START", 1)[-1].splitlines())
+
+
 def show_kernels(model: str, batch: int, what: str, args: argparse.Namespace, env: dict, top: int = 8) -> str:
     """One step of every MXNet engine of the cell under ``DNNL_VERBOSE=1``: its most expensive kernels."""
     out = []
     for key in precision_mx_keys(what, args.engines):
         if key.split("/")[0] in INFER_ONLY:
             continue  # their kernels are not oneDNN's verbose lines
-        spec = {"model": model, "batch": batch, "what": what, "key": key}
-        proc = subprocess.run([sys.executable, "-m", "bench.throughput", "--kernel-step", json.dumps(spec)],
-                              capture_output=True, text=True, env={**env, "DNNL_VERBOSE": "1"}, timeout=600,
-                              cwd=REPO)
-        lines = proc.stdout.split("KERNELS-START", 1)[-1].splitlines()
-        tally = kernel_tally(lines)
+        try:
+            tally = step_kernels(model, batch, what, key, env)
+        except RuntimeError as exc:  # one engine's failure is a line of the report, as before
+            out += [f"**{model} bs{batch} {what} {key}**: {exc}", ""]
+            continue
         total = sum(ms for _, ms in tally.values()) or float("nan")
         out += [f"**{model} bs{batch} {what} {key}**: oneDNN kernels of one step ({total:.1f} ms in primitives)",
                 "", "| primitive | implementation | pass | src | calls | ms | share |", "|---|---|---|---|---|---|---|"]
